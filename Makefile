@@ -1,0 +1,48 @@
+# Two commands matter: `make run` and `make test`. Both build .venv from nothing when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PHOTOS ?=
+# torch and torchvision come from wheels on this disk (pip takes them without a big download).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test lint typecheck contracts unit bench screenshots package clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	@if [ -n "$(PHOTOS)" ]; then $(BIN)/visuallens-app "$(PHOTOS)"; else $(BIN)/visuallens-app; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check visuallens_app tests benchmarks
+	$(BIN)/ruff format --check visuallens_app tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+test: lint typecheck contracts unit
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+screenshots: $(STAMP)
+	$(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots
+
+package: $(STAMP)
+	$(BIN)/python -m pip install --quiet pyinstaller
+	$(BIN)/pyinstaller --noconfirm packaging/visuallens.spec
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

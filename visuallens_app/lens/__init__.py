@@ -1,0 +1,1 @@
+"""VisualLens: retrieval, aspects, profile, matching, grid, re-rank and evaluation."""
