@@ -1,9 +1,65 @@
-"""Catalogs: the things that can be recommended (a folder with items.jsonl or items.csv)."""
+"""Catalogs: the things that can be recommended (a folder with items.jsonl or items.csv).
+
+A catalog is hand-made or exported from a spreadsheet, so loading is forgiving: field names are
+case-insensitive and common aliases are accepted, a bad line is skipped and reported as a
+:class:`CatalogProblem` while the good lines load, and only a catalog that cannot be used at all
+(no folder, no items file, no valid item) raises :class:`~visuallens_app.errors.CatalogError`.
+The format is documented in ``resources/catalog/README.md``.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from visuallens_app.errors import CatalogError
+from visuallens_app.settings import resources_dir
+
+log = logging.getLogger(__name__)
+
+#: Items files looked for in a catalog folder, in order of preference.
+ITEMS_FILES = ("items.jsonl", "items.csv")
+
+#: Accepted column/key names (case-insensitive) -> the CatalogItem field they fill.
+FIELD_ALIASES: dict[str, str] = {
+    "id": "id",
+    "slug": "id",
+    "name": "name",
+    "title": "name",
+    "category": "category",
+    "type": "category",
+    "kind": "category",
+    "description": "description",
+    "desc": "description",
+    "summary": "description",
+    "images": "images",
+    "image": "images",
+    "photos": "images",
+    "photo": "images",
+    "tags": "tags",
+    "tag": "tags",
+    "labels": "tags",
+    "keywords": "tags",
+    "rating": "rating",
+    "stars": "rating",
+    "score": "rating",
+    "url": "url",
+    "link": "url",
+    "website": "url",
+}
+
+# Spreadsheet cells hold lists as one string; images never split on "," (file names may hold one).
+_TAG_SEPARATORS = re.compile(r"[;|,]")
+_IMAGE_SEPARATORS = re.compile(r"[;|]")
+_PROBLEMS_IN_ERROR = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +74,15 @@ class CatalogItem:
     tags: tuple[str, ...] = ()
     rating: float | None = None
     url: str | None = None
+
+    def text(self) -> str:
+        """What a text encoder should read for this item: its kind and its description.
+
+        Descriptions in the shipped catalog do not repeat the name, so it is put in front.
+        """
+        if self.description.casefold().startswith(self.name.casefold()):
+            return self.description
+        return f"{self.name}: {self.description}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +99,340 @@ class Catalog:
     def in_category(self, category: str) -> list[CatalogItem]:
         wanted = category.strip().casefold()
         return [item for item in self.items if item.category.casefold() == wanted]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogProblem:
+    """Why one line of an items file was skipped or only partly used, in words a user can act on.
+
+    ``line`` is the 1-based line in the items file (0: the file as a whole); ``field`` is the
+    CatalogItem field concerned, or empty when the whole line is unreadable.
+    """
+
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line else "file"
+        if self.field:
+            return f"{where}, field '{self.field}': {self.reason}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogLoad:
+    """A catalog together with the problems found while loading it (empty when all was well)."""
+
+    catalog: Catalog
+    problems: tuple[CatalogProblem, ...] = ()
+
+
+class _SkipLine(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    """One field made a line unusable; carries the problem to report."""
+
+    def __init__(self, problem: CatalogProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A validated line before ids are settled (ids need the whole file to be unique)."""
+
+    line: int
+    id: str | None
+    name: str
+    category: str
+    description: str
+    images: tuple[Path, ...]
+    tags: tuple[str, ...]
+    rating: float | None
+    url: str | None
+    problems: tuple[CatalogProblem, ...] = ()
+
+
+def slugify(text: str) -> str:
+    """A lowercase, hyphenated, accent-free form of ``text`` for ids: "Café Noir" -> "cafe-noir".
+
+    Letters of any script are kept, so a name in Japanese still gets a readable id.
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return re.sub(r"[\W_]+", "-", stripped.casefold()).strip("-")
+
+
+def item_id(category: str, name: str) -> str:
+    """The id an item gets when its line has none: ``category-slug/name-slug``."""
+    return f"{slugify(category) or 'item'}/{slugify(name) or 'item'}"
+
+
+def default_catalog_dir() -> Path:
+    """The folder of the catalog shipped with the app (used when settings name no other)."""
+    return resources_dir() / "catalog"
+
+
+def load_default_catalog() -> Catalog:
+    """The shipped catalog; its problems (there should be none) are logged, not raised."""
+    loaded = load_catalog(default_catalog_dir(), name="Default catalog")
+    for problem in loaded.problems:
+        log.warning("default catalog: %s", problem)
+    return loaded.catalog
+
+
+def load_catalog(folder: Path, name: str | None = None) -> CatalogLoad:
+    """Load the catalog in ``folder`` (items.jsonl, else items.csv), keeping every valid line.
+
+    Parameters
+    ----------
+    folder:
+        The catalog folder; image paths in the file are relative to it and must stay inside it.
+    name:
+        Display name; defaults to the folder's name.
+
+    Raises
+    ------
+    CatalogError
+        When the folder or its items file is missing or unreadable, or no line gives a valid item.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise CatalogError(f"The catalog folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise CatalogError(f"The catalog path {folder} is not a folder.")
+    path = next((folder / n for n in ITEMS_FILES if (folder / n).is_file()), None)
+    if path is None:
+        raise CatalogError(f"The catalog folder {folder} has no items.jsonl or items.csv file.")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CatalogError(f"The catalog file {path} cannot be read ({exc.strerror}).") from exc
+
+    problems: list[CatalogProblem] = []
+    text = _decode(raw, problems)
+    records = _jsonl_records(text) if path.suffix == ".jsonl" else _csv_records(text)
+    root = folder.resolve()
+    drafts: list[_Draft] = []
+    for line, record in records:
+        if isinstance(record, CatalogProblem):
+            problems.append(record)
+            continue
+        try:
+            drafts.append(_draft(line, record, root))
+        except _SkipLine as skip:
+            problems.append(skip.problem)
+
+    items = _settle_ids(drafts, problems)
+    problems.sort(key=lambda p: p.line)
+    if not items:
+        raise CatalogError(_no_items_message(path, problems))
+    catalog = Catalog(name=name or folder.name, root=root, items=tuple(items))
+    return CatalogLoad(catalog=catalog, problems=tuple(problems))
+
+
+def _decode(raw: bytes, problems: list[CatalogProblem]) -> str:
+    """UTF-8 (with or without Excel's BOM); a Windows-1252 export is read too, with a note."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        problems.append(
+            CatalogProblem(0, "", "not UTF-8; read as Windows-1252, check accented letters")
+        )
+        return raw.decode("cp1252", errors="replace")
+
+
+def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | CatalogProblem]]:
+    # Not splitlines(): it also splits on U+2028 and friends, which JSON strings may contain.
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            yield number, CatalogProblem(number, "", f"not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(value, dict):
+            yield number, CatalogProblem(number, "", "not a JSON object ({...})")
+            continue
+        yield number, value
+
+
+def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | CatalogProblem]]:
+    lines = text.split("\n")
+    header_line = next((ln for ln in lines if ln.strip()), "")
+    # Spreadsheets in many locales export with ";" (or tabs); the header line tells which.
+    delimiter = max(",;\t", key=header_line.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for row in reader:
+            cells = [cell.strip() for cell in row]
+            if any(cells) and not cells[0].startswith("#"):
+                if header is None:
+                    header = cells
+                else:
+                    yield start, dict(zip(header, cells, strict=False))
+            start = reader.line_num + 1  # a quoted cell may span lines: the next row starts here
+    except csv.Error as exc:
+        yield start, CatalogProblem(start, "", f"unreadable CSV from here on ({exc})")
+
+
+def _fields(record: Mapping[str, object]) -> dict[str, object]:
+    """Map the record's keys onto CatalogItem fields; a canonical key wins over its aliases."""
+    out: dict[str, object] = {}
+    for key, value in record.items():
+        target = FIELD_ALIASES.get(str(key).strip().casefold())
+        if target is None or _is_empty(value):
+            continue
+        if target not in out or str(key).strip().casefold() == target:
+            out[target] = value
+    return out
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+
+
+def _text(line: int, name: str, value: object) -> str | None:
+    """The value as one line of text (whitespace collapsed); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _SkipLine(CatalogProblem(line, name, "must be text"))
+    return " ".join(str(value).split()) or None
+
+
+def _required(line: int, name: str, value: object) -> str:
+    text = _text(line, name, value)
+    if text is None:
+        raise _SkipLine(CatalogProblem(line, name, "missing"))
+    return text
+
+
+def _list(value: object, separators: re.Pattern[str]) -> list[str]:
+    if value is None:
+        return []
+    parts = separators.split(value) if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple):
+        parts = [parts]
+    seen: dict[str, None] = {}
+    for part in parts:
+        if isinstance(part, str | int | float) and not isinstance(part, bool):
+            cleaned = " ".join(str(part).split())
+            if cleaned:
+                seen.setdefault(cleaned)
+    return list(seen)
+
+
+def _rating(line: int, value: object) -> float | None:
+    if value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        cleaned = value.strip()
+        if cleaned.count(",") == 1 and "." not in cleaned:
+            cleaned = cleaned.replace(",", ".")  # "4,5" from a European spreadsheet
+        try:
+            number = float(cleaned)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise _SkipLine(CatalogProblem(line, "rating", f"{value!r} is not a number"))
+    return number
+
+
+def _images(line: int, value: object, root: Path, problems: list[CatalogProblem]) -> list[Path]:
+    """Resolve image paths inside ``root``; refuse escapes and missing files, keep the rest."""
+    images: list[Path] = []
+    for raw in _list(value, _IMAGE_SEPARATORS):
+        given = Path(raw.replace("\\", "/"))
+        resolved = (given if given.is_absolute() else root / given).resolve()
+        if not resolved.is_relative_to(root):
+            problems.append(
+                CatalogProblem(line, "images", f"'{raw}' is outside the catalog folder, ignored")
+            )
+        elif not resolved.is_file():
+            problems.append(CatalogProblem(line, "images", f"'{raw}' does not exist, ignored"))
+        elif resolved not in images:
+            images.append(resolved)
+    return images
+
+
+def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
+    values = _fields(record)
+    name = _required(line, "name", values.get("name"))
+    category = _required(line, "category", values.get("category"))
+    tags = _list(values.get("tags"), _TAG_SEPARATORS)
+    rating = _rating(line, values.get("rating"))
+    description = _text(line, "description", values.get("description"))
+    if not description:
+        # A text encoder needs something to match; the tags say more than the name alone.
+        description = f"{name}: {', '.join(tags)}" if tags else name
+    url = _text(line, "url", values.get("url"))
+    explicit_id = _text(line, "id", values.get("id"))
+    image_problems: list[CatalogProblem] = []
+    images = _images(line, values.get("images"), root, image_problems)
+    return _Draft(
+        line=line,
+        id=explicit_id or None,
+        name=name,
+        category=category,
+        description=description,
+        images=tuple(images),
+        tags=tuple(tags),
+        rating=rating,
+        url=url or None,
+        problems=tuple(image_problems),  # reported only if the line is kept (ids come later)
+    )
+
+
+def _settle_ids(drafts: list[_Draft], problems: list[CatalogProblem]) -> list[CatalogItem]:
+    """Explicit ids must be unique (a repeat is skipped); derived ids get -2, -3... to be unique."""
+    taken: dict[str, int] = {}
+    kept: list[_Draft] = []
+    for draft in drafts:
+        if draft.id is None:
+            kept.append(draft)
+        elif draft.id in taken:
+            problems.append(
+                CatalogProblem(draft.line, "id", f"'{draft.id}' repeats line {taken[draft.id]}")
+            )
+        else:
+            taken[draft.id] = draft.line
+            kept.append(draft)
+    items: list[CatalogItem] = []
+    for draft in kept:
+        problems.extend(draft.problems)
+        ident = draft.id
+        if ident is None:
+            base = item_id(draft.category, draft.name)
+            ident, suffix = base, 2
+            while ident in taken:
+                ident, suffix = f"{base}-{suffix}", suffix + 1
+            taken[ident] = draft.line
+        items.append(
+            CatalogItem(
+                id=ident,
+                name=draft.name,
+                category=draft.category,
+                description=draft.description,
+                images=draft.images,
+                tags=draft.tags,
+                rating=draft.rating,
+                url=draft.url,
+            )
+        )
+    return items
+
+
+def _no_items_message(path: Path, problems: list[CatalogProblem]) -> str:
+    if not problems:
+        return f"The catalog file {path} has no items."
+    shown = "; ".join(str(p) for p in problems[:_PROBLEMS_IN_ERROR])
+    more = len(problems) - _PROBLEMS_IN_ERROR
+    tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more > 0 else ""
+    return f"The catalog file {path} has no valid items ({shown}{tail})."
