@@ -1,4 +1,4 @@
-"""Image-text encoders and model loading: the only package that imports torch/open_clip/transformers.
+"""Image-text encoders and model loading: the only package importing torch and open_clip.
 
 Heavy imports stay inside functions so that ``import visuallens_app.cli`` does not load torch.
 """

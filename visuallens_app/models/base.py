@@ -51,4 +51,4 @@ class EncoderChoice:
 def l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)

