@@ -9,12 +9,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import pytest
+from PIL import Image
 
 #: scikit-image sample -> file name used in photo folders.
 SAMPLES = {
@@ -27,13 +25,13 @@ SAMPLES = {
 
 
 def sample_image(name: str) -> Image.Image:
-    """A scikit-image sample photo as an RGB PIL image (offline: it ships in the wheel)."""
-    import skimage.data
+    """A scikit-image sample photo as an RGB PIL image (offline: the files ship in its wheel)."""
+    import skimage
 
-    array = np.asarray(getattr(skimage.data, name)())
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    return Image.fromarray(array[..., :3].astype(np.uint8)).convert("RGB")
+    folder = Path(skimage.__file__).parent / "data"
+    path = next(folder.glob(f"{name}.*"))
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +50,10 @@ def photo_dir(tmp_path: Path, sample_images: dict[str, Image.Image]) -> Path:
 
 
 @pytest.fixture
-def library_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def library_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated library and config location, never the developer's real ones."""
     lib = tmp_path / "library"
     monkeypatch.setenv("VISUALLENS_LIBRARY", str(lib))
     monkeypatch.setenv("VISUALLENS_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("VISUALLENS_CACHE_DIR", str(tmp_path / "cache"))
-    yield lib
+    return lib

@@ -1,4 +1,4 @@
-"""Typed user settings, persisted as JSON in the user config dir (platformdirs), with a schema version.
+"""Typed user settings, persisted as JSON in the user config dir (platformdirs), versioned.
 
 Environment overrides, for scripts and tests: ``VISUALLENS_LIBRARY`` (library dir),
 ``VISUALLENS_CONFIG_DIR`` (where settings.json lives), ``VISUALLENS_CACHE_DIR`` (model caches).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -37,7 +38,9 @@ def default_library_dir() -> Path:
 def resources_dir() -> Path:
     """The shipped data (aspect vocabulary, default catalog), next to the package in a checkout."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "resources", here.parent / "resources"):
+    bundle = getattr(sys, "_MEIPASS", None)  # a PyInstaller bundle unpacks data there
+    candidates = [Path(bundle) / "resources"] if bundle else []
+    for candidate in (*candidates, here / "resources", here.parent / "resources"):
         if candidate.is_dir():
             return candidate
     return here.parent / "resources"

@@ -1,0 +1,78 @@
+"""The CLI as a script sees it: --json shapes, plain text, and one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def visuallens(*args: str, library: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "visuallens_app.cli", *args, "--library", str(library)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+def test_index_search_similar_status_json(library_dir: Path, photo_dir: Path) -> None:
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    out = visuallens(
+        "index", str(photo_dir), "--json", "--encoder", "embedded", library=library_dir
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["indexed"] == 5
+    assert report["unchanged"] == 0
+    assert report["removed"] == 0
+    assert [Path(f["path"]).name for f in report["failed"]] == ["broken.jpg"]
+    assert report["encoder"].startswith("embedded")
+    assert "embedded" in out.stderr.lower()  # the choice of encoder is said
+
+    out = visuallens(
+        "search",
+        "a cup of coffee",
+        "-k",
+        "3",
+        "--json",
+        "--encoder",
+        "embedded",
+        library=library_dir,
+    )
+    hits = json.loads(out.stdout)
+    assert Path(hits[0]["path"]).name == "coffee.jpg"
+    assert len(hits) == 3
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+    out = visuallens(
+        "similar",
+        str(photo_dir / "chelsea.jpg"),
+        "--json",
+        "--encoder",
+        "embedded",
+        library=library_dir,
+    )
+    hits = json.loads(out.stdout)
+    assert "chelsea.jpg" not in {Path(h["path"]).name for h in hits}
+    assert len(hits) == 4
+
+    out = visuallens("status", library=library_dir)
+    assert "5 available" in out.stdout
+    out = visuallens("status", "--json", library=library_dir)
+    status = json.loads(out.stdout)
+    assert status["photos"]["ok"] == 5
+    assert status["photos"]["failed"] == 1
+
+
+def test_errors_are_one_sentence_not_a_traceback(library_dir: Path, tmp_path: Path) -> None:
+    out = visuallens("search", "cat", "--encoder", "embedded", library=library_dir)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "index" in out.stderr  # says what to do
+    out = visuallens("similar", str(tmp_path / "nope.jpg"), library=library_dir)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr

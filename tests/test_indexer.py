@@ -1,0 +1,226 @@
+"""Indexing as a user lives it: incremental runs, moves, deletes, unplugged drives, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from visuallens_app.jobs import CancelToken, run_to_end
+from visuallens_app.library.indexer import index_folders
+from visuallens_app.library.search import PhotoSearch, index_name
+from visuallens_app.library.store import PhotoStore
+from visuallens_app.models.base import Encoder
+
+# A CLIP small enough to build and run in well under a second on two cores.
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    from visuallens_app.models.embedded import EmbeddedEncoder
+
+    return EmbeddedEncoder()
+
+
+def _index(library: Path, encoder: Encoder, *roots: Path, cancel: CancelToken | None = None):
+    with PhotoStore(library) as store:
+        return run_to_end(index_folders(store, encoder, list(roots), cancel=cancel))
+
+
+def _paths(library: Path) -> set[str]:
+    with PhotoStore(library) as store:
+        return {p.path.name for p in store.list_photos()}
+
+
+def _search(library: Path, encoder: Encoder, text: str) -> list[str]:
+    with PhotoStore(library) as store:
+        return [h.photo.path.name for h in PhotoSearch(store, encoder).text(text, k=5)]
+
+
+def test_second_run_reads_nothing_again(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    first = _index(library_dir, encoder, photo_dir)
+    assert first.indexed == 5
+    assert first.failed == []
+    second = _index(library_dir, encoder, photo_dir)
+    assert (second.indexed, second.unchanged, second.removed) == (0, 5, 0)
+
+
+def test_text_search_finds_the_right_photo(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    _index(library_dir, encoder, photo_dir)
+    assert _search(library_dir, encoder, "cat")[0] == "chelsea.jpg"
+    assert _search(library_dir, encoder, "a cup of coffee")[0] == "coffee.jpg"
+
+
+def test_rename_and_move_keep_the_vector_and_delete_disappears(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    _index(library_dir, encoder, photo_dir)
+    (photo_dir / "trips").mkdir()
+    (photo_dir / "chelsea.jpg").rename(photo_dir / "trips" / "my cat.jpg")
+    (photo_dir / "rocket.jpg").unlink()
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.removed == 2  # the old chelsea path and the rocket
+    assert report.indexed == 1  # the moved file is read once (for its hash) ...
+    assert report.reused_vectors == 1  # ... but not embedded again
+    assert _paths(library_dir) == {"my cat.jpg", "coffee.jpg", "astronaut.jpg", "motorcycle.jpg"}
+    assert _search(library_dir, encoder, "cat")[0] == "my cat.jpg"
+    assert "rocket.jpg" not in _search(library_dir, encoder, "rocket")
+
+
+def test_changed_file_is_indexed_again(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    _index(library_dir, encoder, photo_dir)
+    target = photo_dir / "coffee.jpg"
+    Image.open(photo_dir / "chelsea.jpg").save(target)  # the coffee photo is now a cat
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.indexed == 1
+    assert set(_search(library_dir, encoder, "cat")[:2]) == {"chelsea.jpg", "coffee.jpg"}
+
+
+def test_unplugged_folder_keeps_its_photos_offline(
+    library_dir: Path, photo_dir: Path, tmp_path: Path, encoder: Encoder
+) -> None:
+    _index(library_dir, encoder, photo_dir)
+    unplugged = tmp_path / "unplugged"
+    photo_dir.rename(unplugged)
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.removed == 0
+    assert report.offline_roots == [str(photo_dir)]
+    with PhotoStore(library_dir) as store:
+        assert store.counts()["offline"] == 5
+    unplugged.rename(photo_dir)
+    report = _index(library_dir, encoder, photo_dir)
+    assert (report.indexed, report.unchanged) == (0, 5)
+    with PhotoStore(library_dir) as store:
+        assert store.counts()["ok"] == 5
+
+
+def test_bad_files_are_reported_and_never_stop_the_run(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    (photo_dir / "empty.jpg").write_bytes(b"")
+    (photo_dir / "noise.jpg").write_bytes(os.urandom(5000))
+    good = (photo_dir / "coffee.jpg").read_bytes()
+    (photo_dir / "cut.jpg").write_bytes(good[: len(good) // 3])
+    (photo_dir / "notes.txt").write_text("not a photo")  # silently skipped
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.indexed == 5
+    failed = {Path(p).name: reason for p, reason in report.failed}
+    assert set(failed) == {"empty.jpg", "noise.jpg", "cut.jpg"}
+    assert all(reason and "\n" not in reason for reason in failed.values())
+    again = _index(library_dir, encoder, photo_dir)
+    assert again.indexed == 0
+    assert {Path(p).name for p, _ in again.failed} == set(failed)
+
+
+def test_cancel_keeps_written_batches_and_resumes(
+    library_dir: Path, photo_dir: Path, encoder: Encoder, sample_images: dict[str, Image.Image]
+) -> None:
+    for i in range(70):
+        ImageOps.mirror(sample_images["astronaut"]).rotate(i).save(photo_dir / f"a{i:03}.jpg")
+    cancel = CancelToken()
+    with PhotoStore(library_dir) as store:
+        job = index_folders(store, encoder, [photo_dir], cancel=cancel)
+        for progress in job:
+            if progress.stage == "index" and progress.done >= 32:
+                cancel.cancel()
+        # the generator returned: everything written so far is in the store
+        assert 32 <= store.counts()["ok"] < 75
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.unchanged >= 32
+    assert report.indexed + report.unchanged == 75
+    assert len(_paths(library_dir)) == 75
+
+
+def test_killed_run_resumes_to_the_same_state(
+    library_dir: Path, photo_dir: Path, tmp_path: Path, sample_images: dict[str, Image.Image]
+) -> None:
+    """SIGKILL mid-run (no cleanup at all), run again: same photos, no duplicates, no loss."""
+    for i in range(120):
+        sample_images["rocket"].rotate(i * 3).save(photo_dir / f"r{i:03}.jpg")
+    cmd = [sys.executable, "-m", "visuallens_app.cli", "index", str(photo_dir), "--json"]
+    cmd += ["--encoder", "embedded", "--library", str(library_dir)]
+    env = dict(os.environ)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    db = library_dir / "library.sqlite"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with PhotoStore(library_dir) as store:
+                    if store.counts()["ok"] >= 32:
+                        break
+            except Exception:
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with PhotoStore(library_dir) as store:
+        partial = store.counts()["ok"]
+    assert 0 < partial < 125
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    resumed = json.loads(out.stdout)
+    assert resumed["unchanged"] == partial
+    assert resumed["indexed"] + resumed["unchanged"] == 125
+
+    # An uninterrupted run into a fresh library ends in the same state.
+    fresh = tmp_path / "fresh"
+    subprocess.run([*cmd[:-2], "--library", str(fresh)], env=env, capture_output=True, check=True)
+    with PhotoStore(library_dir) as a, PhotoStore(fresh) as b:
+        rows_a = {(p.path, p.content_hash) for p in a.list_photos()}
+        rows_b = {(p.path, p.content_hash) for p in b.list_photos()}
+        assert rows_a == rows_b
+        assert len(rows_a) == 125
+        ids_a, _ = a.vectors(a.encoders().popitem()[0])
+        assert len(ids_a) == 125
+
+
+def test_faiss_file_deleted_or_corrupted_is_rebuilt(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    _index(library_dir, encoder, photo_dir)
+    with PhotoStore(library_dir) as store:
+        PhotoSearch(store, encoder).index()
+        files = [p for p in store.index_dir.iterdir() if p.name.startswith(index_name(encoder.id))]
+    assert files
+    for f in files:
+        f.write_bytes(b"garbage")
+    assert _search(library_dir, encoder, "cat")[0] == "chelsea.jpg"
+    shutil.rmtree(library_dir / "index")
+    assert _search(library_dir, encoder, "a cup of coffee")[0] == "coffee.jpg"
+
+
+def test_switching_encoder_never_mixes_spaces(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    from visuallens_app.models.clip import ClipEncoder
+
+    _index(library_dir, encoder, photo_dir)
+    tiny = ClipEncoder.random(model_cfg=TINY_CLIP)
+    report = _index(library_dir, tiny, photo_dir)
+    assert report.indexed == 5  # every photo embedded again, into its own space
+    with PhotoStore(library_dir) as store:
+        per_encoder = store.encoders()
+        assert per_encoder == {encoder.id: 5, tiny.id: 5}
+        _, vectors = store.vectors(tiny.id)
+        assert vectors.shape == (5, tiny.dim)
+    assert _search(library_dir, encoder, "cat")[0] == "chelsea.jpg"

@@ -1,0 +1,59 @@
+"""The ``visuallens`` command: thin argument parsing over the library; text or ``--json`` output.
+
+Each command group lives in its own module with a ``register(subparsers)`` function; importing
+this package must stay cheap (no torch) so that ``visuallens --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from visuallens_app import __version__
+from visuallens_app.cli import common
+
+#: Modules whose ``register(subparsers)`` adds commands, in the order --help lists them.
+COMMAND_MODULES = (
+    "visuallens_app.cli.library",
+    "visuallens_app.cli.lens",
+    "visuallens_app.cli.evaluate",
+    "visuallens_app.cli.models",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="visuallens",
+        description=(
+            "VisualLens Studio: index your photo folders, search them by text or by example, and "
+            "get recommendations explained by your own photos. Everything runs on this machine."
+        ),
+        epilog="Run `visuallens COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"visuallens {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return common.run_handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""What every command shares: library/encoder options, error handling, output, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from visuallens_app.errors import Cancelled, VisualLensError
+from visuallens_app.jobs import CancelToken, Progress
+from visuallens_app.settings import Settings
+
+R = TypeVar("R")
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_common(parser: argparse.ArgumentParser, *, encoder: bool = True) -> None:
+    """Options every command takes: where the library is, output format, which encoder."""
+    parser.add_argument(
+        "--library",
+        type=Path,
+        metavar="DIR",
+        help="library directory (default: $VISUALLENS_LIBRARY or the user data dir)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    if encoder:
+        parser.add_argument(
+            "--encoder",
+            default=None,
+            metavar="NAME",
+            help=(
+                "auto (default: CLIP when its weights are on this machine, else the embedded "
+                "encoder), embedded, clip, clip:ARCH/PRETRAINED, or a checkpoint file"
+            ),
+        )
+        parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+
+
+def library_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "library", None):
+        return Path(args.library)
+    return Settings.load().library_path
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    from visuallens_app.library.store import PhotoStore
+
+    return PhotoStore(library_dir(args))
+
+
+def load_encoder(args: argparse.Namespace, *, quiet: bool = False) -> Any:
+    """Load the encoder the user asked for and say which one it is (on stderr, not in --json)."""
+    from visuallens_app.models.registry import load_encoder as load
+
+    settings = Settings.load()
+    name = getattr(args, "encoder", None) or settings.encoder
+    device = getattr(args, "device", None) or settings.device
+    choice = load(name, device=device)
+    if not quiet:
+        print(choice.reason, file=sys.stderr)
+    return choice.encoder
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    """Print ``data`` as JSON with --json, otherwise the human text."""
+    if getattr(args, "json", False):
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(text())
+
+
+def run_job(job: Generator[Progress, None, R], *, show: bool = True) -> R:
+    """Drive a job with a progress bar (count, rate, ETA) on stderr; Ctrl-C cancels cleanly."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="photo", disable=not show or not sys.stderr.isatty(), leave=False)
+    stage = None
+    try:
+        while True:
+            try:
+                progress = next(job)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if progress.stage != stage:
+                stage = progress.stage
+                bar.reset(total=progress.total or None)
+                bar.set_description(stage or "")
+            if progress.total and bar.total != progress.total:
+                bar.total = progress.total
+            bar.n = progress.done
+            bar.set_postfix_str(progress.message, refresh=False)
+            bar.refresh()
+    finally:
+        bar.close()
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Call the command; user errors become one sentence on stderr and exit status 1."""
+    try:
+        code: int = args.handler(args)
+        return code
+    except VisualLensError as err:
+        print(f"visuallens: {err}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Cancelled):
+        print("visuallens: cancelled; everything indexed so far is kept.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        log = write_crash_log()
+        print(
+            f"visuallens: unexpected error ({type(err).__name__}: {err}); details in {log}",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def write_crash_log() -> Path:
+    """Write the current exception's traceback under the cache dir and return the file."""
+    import traceback
+    from datetime import datetime
+
+    from visuallens_app.settings import cache_dir
+
+    folder = cache_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"crash-{datetime.now():%Y%m%d-%H%M%S}.log"
+    log.write_text(traceback.format_exc(), encoding="utf-8")
+    return log
+
+
+__all__ = ["CancelToken", "add_common", "emit", "library_dir", "load_encoder", "run_job"]

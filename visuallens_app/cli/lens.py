@@ -1,0 +1,211 @@
+"""Lens commands: recommend, catalog validate/list, aspects."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from visuallens_app.cli.common import add_common, emit, load_encoder, open_store
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "recommend",
+        help="recommend items of a category, explained by your own photos",
+        description=(
+            "Rank the catalog's items of one category for you: the photos in your library that "
+            "relate to the category are found, their aspects (latte art, exposed brick...) "
+            "collected, and every item scored against them. Everything runs on this machine."
+        ),
+    )
+    p.add_argument("--category", required=True, help='what to recommend, e.g. "coffee shop"')
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        metavar="DIR",
+        help="catalog folder (items.jsonl or items.csv; default: settings, else the shipped one)",
+    )
+    p.add_argument("-k", type=int, default=10, help="how many recommendations (default 10)")
+    p.add_argument(
+        "-w", type=int, default=None, help="history photos retrieved per category (default 64)"
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="show the supporting photos and matched aspects of each item",
+    )
+    add_common(p)
+    p.set_defaults(handler=cmd_recommend)
+
+    p = subparsers.add_parser(
+        "catalog",
+        help="check or list a catalog of recommendable items",
+        description="Validate a catalog folder or list its categories.",
+    )
+    sub = p.add_subparsers(dest="catalog_command", metavar="ACTION")
+    v = sub.add_parser(
+        "validate",
+        help="report every problem in a catalog folder",
+        description="Print one line per problem; exit status 1 if the catalog cannot be used.",
+    )
+    v.add_argument("dir", type=Path, metavar="DIR", help="catalog folder")
+    v.add_argument("--json", action="store_true", help="print JSON for scripts")
+    v.set_defaults(handler=cmd_catalog_validate)
+    ls = sub.add_parser("list", help="list categories with item counts")
+    ls.add_argument("--catalog", type=Path, metavar="DIR", help="catalog folder")
+    ls.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ls.set_defaults(handler=cmd_catalog_list)
+    p.set_defaults(handler=_catalog_help(p))
+
+    p = subparsers.add_parser(
+        "aspects",
+        help="show the aspect words that describe a photo",
+        description=(
+            "Score the aspect vocabulary against one photo with the active encoder, normalised "
+            "over your library so that generic words do not win every photo."
+        ),
+    )
+    p.add_argument("photo", type=Path, metavar="PHOTO", help="an image file")
+    p.add_argument("-k", type=int, default=10, help="how many aspects (default 10)")
+    p.add_argument(
+        "--captioner",
+        type=Path,
+        metavar="DIR",
+        help="also caption the photo with the Hugging Face captioning model in DIR",
+    )
+    add_common(p)
+    p.set_defaults(handler=cmd_aspects)
+
+
+def _catalog_help(parser: argparse.ArgumentParser) -> Any:
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return show
+
+
+def _catalog(path: Path | None) -> Any:
+    from visuallens_app.lens.catalog import load_catalog, load_default_catalog
+    from visuallens_app.settings import Settings
+
+    folder = path or (Path(s) if (s := Settings.load().catalog_dir) else None)
+    return load_default_catalog() if folder is None else load_catalog(folder).catalog
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from visuallens_app.errors import VisualLensError
+    from visuallens_app.lens.pipeline import LensConfig, Recommender, candidates_for
+    from visuallens_app.library.paths import display_path
+    from visuallens_app.settings import Settings
+
+    if args.k < 1:
+        raise VisualLensError("-k must be at least 1.")
+    w = args.w if args.w is not None else Settings.load().retrieval_size
+    if w < 1:
+        raise VisualLensError("-w must be at least 1.")
+    catalog = _catalog(args.catalog)
+    candidates_for(catalog, args.category)  # an unknown category fails before the model loads
+    encoder = load_encoder(args, quiet=args.json)
+    with open_store(args) as store:
+        result = Recommender(store, encoder).recommend(
+            args.category, catalog, k=args.k, config=replace(LensConfig(), w=w)
+        )
+    recs = result.recommendations
+
+    def text() -> str:
+        lines = []
+        for rank, rec in enumerate(recs, 1):
+            lines.append(f"{rank:2d}. {rec.item.name}  ({rec.score:+.2f})")
+            if args.explain:
+                lines.extend(
+                    f"      photo {display_path(e.path)}  ({e.contribution:+.3f})"
+                    for e in rec.evidence
+                )
+                if rec.aspects:
+                    lines.append(
+                        "      aspects " + ", ".join(f"{t} ({c:+.2f})" for t, c in rec.aspects)
+                    )
+        if args.explain and result.profile_aspects:
+            lines.append(
+                "Your profile for this category: " + ", ".join(t for t, _ in result.profile_aspects)
+            )
+        if args.explain:
+            lines.extend(result.notes)
+        return "\n".join(lines)
+
+    emit(args, [r.as_json() for r in recs], text)
+    return 0
+
+
+def cmd_catalog_validate(args: argparse.Namespace) -> int:
+    from visuallens_app.errors import CatalogError
+    from visuallens_app.lens.catalog import load_catalog
+
+    try:
+        loaded = load_catalog(args.dir)
+    except CatalogError as err:
+        message = str(err)
+        emit(args, {"ok": False, "items": 0, "problems": [message]}, lambda: message)
+        return 1
+    problems = [str(p) for p in loaded.problems]
+    n = len(loaded.catalog.items)
+
+    def text() -> str:
+        summary = f"{n} item(s) in {len(loaded.catalog.categories())} categories"
+        return "\n".join([*problems, f"{summary}, {len(problems)} problem(s)."])
+
+    emit(args, {"ok": not problems, "items": n, "problems": problems}, text)
+    return 1 if problems else 0
+
+
+def cmd_catalog_list(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    catalog = _catalog(args.catalog)
+    counts = Counter(item.category for item in catalog.items)
+    rows = [{"category": c, "items": counts[c]} for c in sorted(counts)]
+
+    def text() -> str:
+        width = max((len(c) for c in counts), default=0)
+        return "\n".join(f"{r['category']:<{width}}  {r['items']}" for r in rows)
+
+    emit(args, rows, text)
+    return 0
+
+
+def cmd_aspects(args: argparse.Namespace) -> int:
+    from visuallens_app.errors import LibraryError, VisualLensError
+    from visuallens_app.lens.aspects import TransformersCaptioner, aspects_for_photo
+    from visuallens_app.lens.pipeline import default_vocabulary
+
+    if not args.photo.is_file():
+        raise LibraryError(f"{args.photo} is not a file.")
+    vocabulary = default_vocabulary()
+    if vocabulary is None:
+        raise VisualLensError("The aspect vocabulary (resources/aspects.txt) is missing.")
+    encoder = load_encoder(args, quiet=args.json)
+    with open_store(args) as store:
+        aspects = aspects_for_photo(args.photo, encoder, vocabulary, store=store, k=args.k)
+    caption = None
+    if args.captioner is not None:
+        from visuallens_app.library.decode import DecodeError, decode_photo
+
+        try:
+            image = decode_photo(args.photo.resolve(), target=384).image
+        except DecodeError as err:
+            raise LibraryError(f"Cannot read {args.photo}: {err}.") from err
+        caption = TransformersCaptioner(args.captioner).caption([image])[0]
+    data: dict[str, object] = {"aspects": [{"term": t, "score": round(s, 4)} for t, s in aspects]}
+    if caption is not None:
+        data["caption"] = caption
+
+    def text() -> str:
+        lines = [f"{s:+6.2f}  {t}" for t, s in aspects]
+        return "\n".join(([f"caption: {caption}"] if caption else []) + lines)
+
+    emit(args, data, text)
+    return 0

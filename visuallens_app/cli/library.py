@@ -1,0 +1,174 @@
+"""Library commands: index, search, similar, status."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from visuallens_app.cli.common import (
+    add_common,
+    emit,
+    library_dir,
+    load_encoder,
+    open_store,
+    run_job,
+)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="index photo folders (incremental; safe to interrupt and re-run)",
+        description=(
+            "Scan folders for photos (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC), embed the new and "
+            "changed ones and store them in the library. Unchanged photos are not read again; "
+            "deleted ones leave the library; a folder that is missing as a whole (an unmounted "
+            "drive) keeps its photos, marked offline. Ctrl-C keeps everything indexed so far."
+        ),
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo folders")
+    add_common(p)
+    p.set_defaults(handler=cmd_index)
+
+    p = subparsers.add_parser(
+        "search",
+        help="find photos by a text description",
+        description="Find the indexed photos that best match a text, best first.",
+    )
+    p.add_argument("text", help='what to look for, e.g. "a cup of coffee"')
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    add_common(p)
+    p.set_defaults(handler=cmd_search)
+
+    p = subparsers.add_parser(
+        "similar",
+        help="find photos that look like a given photo",
+        description="Find the indexed photos most similar to IMAGE (indexed or not), best first.",
+    )
+    p.add_argument("image", type=Path, help="a photo file")
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    add_common(p)
+    p.set_defaults(handler=cmd_similar)
+
+    p = subparsers.add_parser(
+        "status",
+        help="what the library holds",
+        description="Photo counts by state, encoders and index sizes, and the library location.",
+    )
+    add_common(p, encoder=False)
+    p.set_defaults(handler=cmd_status)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from visuallens_app.library.indexer import index_folders
+    from visuallens_app.library.search import PhotoSearch
+    from visuallens_app.settings import Settings
+
+    encoder = load_encoder(args)
+    with open_store(args) as store:
+        report = run_job(index_folders(store, encoder, args.paths), show=not args.json)
+        if not report.cancelled:
+            # Build the search index now, so the first search is instant.
+            PhotoSearch(store, encoder).index()
+    settings = Settings.load()
+    new_roots = [
+        str(p.resolve()) for p in args.paths if str(p.resolve()) not in settings.photo_folders
+    ]
+    if new_roots and not args.library:
+        settings.photo_folders.extend(new_roots)
+        settings.save()
+
+    def text() -> str:
+        lines = [
+            f"Indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}"
+            f" (encoder {report.encoder}).",
+        ]
+        if report.reused_vectors:
+            lines.append(f"{report.reused_vectors} moved or duplicate photos kept their vectors.")
+        for root in report.offline_roots:
+            lines.append(f"Folder not reachable, its photos are kept and marked offline: {root}")
+        if report.failed:
+            lines.append(f"{len(report.failed)} files could not be read:")
+            lines.extend(f"  {path}: {reason}" for path, reason in report.failed)
+        if report.cancelled:
+            lines.append("Cancelled: run the same command again to continue.")
+        return "\n".join(lines)
+
+    emit(args, report.as_json(), text)
+    return 130 if report.cancelled else 0
+
+
+def _print_hits(args: argparse.Namespace, hits: list[Any]) -> int:
+    def text() -> str:
+        if not hits:
+            return "No results."
+        return "\n".join(
+            f"{h.score:6.3f}  {h.as_json()['path']}{'  (offline)' if h.photo.offline else ''}"
+            for h in hits
+        )
+
+    emit(args, [h.as_json() for h in hits], text)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from visuallens_app.library.search import PhotoSearch
+
+    encoder = load_encoder(args, quiet=args.json)
+    with open_store(args) as store:
+        hits = PhotoSearch(store, encoder).text(args.text, k=args.k)
+    return _print_hits(args, hits)
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from visuallens_app.errors import LibraryError
+    from visuallens_app.library.search import PhotoSearch
+
+    if not args.image.is_file():
+        raise LibraryError(f"{args.image} is not a file.")
+    encoder = load_encoder(args, quiet=args.json)
+    with open_store(args) as store:
+        hits = PhotoSearch(store, encoder).similar(args.image.resolve(), k=args.k)
+    return _print_hits(args, hits)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from visuallens_app.index import VectorIndex
+    from visuallens_app.library.search import index_name
+
+    with open_store(args) as store:
+        counts = store.counts()
+        encoders = store.encoders()
+        store_roots = [str(r) for r in store.roots()]
+        indexes = {}
+        for encoder_id in encoders:
+            manifest = VectorIndex.manifest(store.index_dir, index_name(encoder_id))
+            indexes[encoder_id] = manifest
+        data = {
+            "library": str(library_dir(args)),
+            "photos": counts,
+            "roots": store_roots,
+            "encoders": encoders,
+            "indexes": indexes,
+        }
+
+    def text() -> str:
+        lines = [
+            f"Library: {data['library']}",
+            f"Photos: {counts['ok']} available, {counts['offline']} offline, "
+            f"{counts['failed']} unreadable",
+        ]
+        lines += [f"Folder: {r}" for r in store_roots]
+        for encoder_id, n in encoders.items():
+            manifest = indexes.get(encoder_id)
+            state = (
+                f"{manifest['kind']} index of {manifest['count']} vectors"
+                if manifest
+                else "no index file yet (built on the next search)"
+            )
+            lines.append(f"Encoder {encoder_id}: {n} photos, {state}")
+        return "\n".join(lines)
+
+    emit(args, data, text)
+    return 0

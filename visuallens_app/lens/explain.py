@@ -1,0 +1,72 @@
+"""Why an item was recommended: the user's own photos that support it, and the aspects it matched.
+
+A photo supports a candidate when it is closer to *this* candidate than to the average
+candidate of the question (cosine minus the photo's mean cosine over all candidates). The raw
+cosine would credit the same generic photos to every candidate; the centred one names the
+photos that set this candidate apart, which is what a user reads as a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from visuallens_app.lens.history import History
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One supporting photo: its library id, its path, and how much it pushed the item up."""
+
+    photo_id: int
+    path: Path
+    contribution: float
+
+
+def photo_support(
+    photo_vectors: NDArray[np.float32], item_view: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """(r, m) centred cosine of each retrieved photo to each candidate."""
+    sims = photo_vectors @ item_view.T
+    out: NDArray[np.float32] = (sims - sims.mean(axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def supporting_photos(
+    history: History,
+    retrieved: NDArray[np.int64],
+    support: NDArray[np.float32],
+    column: int,
+    k: int = 3,
+) -> tuple[Evidence, ...]:
+    """The ``k`` retrieved photos with the largest positive support for candidate ``column``.
+
+    If no photo is closer to this candidate than to the average one, the single closest photo
+    is still named (with its non-positive contribution), so no recommendation is unexplained.
+    """
+    col = support[:, column]
+    order = np.argsort(-col, kind="stable")
+    chosen = ([int(j) for j in order[:k] if col[j] > 0] or [int(order[0])]) if len(order) else []
+    return tuple(
+        Evidence(
+            photo_id=int(history.ids[retrieved[j]]),
+            path=history.paths[int(retrieved[j])],
+            contribution=round(float(col[j]), 6),
+        )
+        for j in chosen
+    )
+
+
+def matched_aspects(
+    terms: Sequence[str], contributions: NDArray[np.float32] | None, row: int, k: int = 5
+) -> tuple[tuple[str, float], ...]:
+    """The ``k`` aspect words that raised candidate ``row``'s aspect score most, with shares."""
+    if contributions is None:
+        return ()
+    values = contributions[row]
+    order = np.argsort(-values, kind="stable")[:k]
+    return tuple((terms[int(t)], round(float(values[t]), 6)) for t in order if values[t] > 0)

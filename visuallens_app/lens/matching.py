@@ -1,0 +1,393 @@
+"""Stage 3 of VisualLens without an MLLM: score each candidate against the user's profile.
+
+Three components, each standardised across the candidates of one question before mixing, so a
+weight means "how much this kind of evidence counts" whatever the encoder's cosine scale:
+
+(a) profile: the mean vector of the retrieved photos vs the candidate's image and text vectors;
+(b) aspects: the weighted aspect profile vs the candidate's description (embedding similarity,
+    plus literal word overlap with its description and tags);
+(c) evidence: the candidate vs its nearest retrieved photos (top-3 mean cosine), which lets one
+    strongly matching photo count even when the average profile is diluted.
+
+Candidate embeddings are computed once per encoder and cached in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from visuallens_app.lens.catalog import CatalogItem
+from visuallens_app.lens.history import (
+    ITEM_VECTORS,
+    encode_texts_cached,
+    ensure_lens_tables,
+    standardise,
+)
+from visuallens_app.models.base import Encoder
+
+#: Nearest retrieved photos averaged for the evidence component.
+EVIDENCE_K = 3
+#: Share of literal word overlap within the aspect component (the rest is embedding similarity).
+LEXICAL_SHARE = 0.5
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class MatchWeights:
+    """How much each matching component counts (components are standardised, so these compare).
+
+    Defaults: the profile is the paper's signal and the most stable; evidence nearly as strong,
+    because a few very close photos are often the clearest preference signal; aspects lower,
+    since zero-shot aspect words are noisy. :func:`fit_match_weights` replaces them on a
+    labelled split.
+    """
+
+    profile: float = 1.0
+    aspects: float = 0.5
+    evidence: float = 0.75
+
+
+@dataclass(frozen=True, eq=False)
+class ItemVectors:
+    """Catalog items embedded by one encoder, row-aligned with ``ids``.
+
+    ``image`` rows are the mean of the item's image vectors (zero rows where it has none).
+    """
+
+    ids: tuple[str, ...]
+    text: NDArray[np.float32]
+    image: NDArray[np.float32]
+    has_image: NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def view(self) -> NDArray[np.float32]:
+        """One vector per item for photo comparisons: its images where it has any, else text."""
+        return np.where(self.has_image[:, None], self.image, self.text).astype(np.float32)
+
+
+def item_text(item: CatalogItem) -> str:
+    """The text an item is embedded from: the catalog's own text (name: description) and tags."""
+    text = item.text().strip()
+    return f"{text}. {', '.join(item.tags)}" if item.tags else text
+
+
+def item_hash(item: CatalogItem) -> str:
+    """Changes when the item's text or images change (path, size, modification time)."""
+    h = hashlib.blake2b(item_text(item).encode("utf-8"), digest_size=12)
+    for path in item.images:
+        try:
+            stat = Path(path).stat()
+            h.update(f"\n{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"\n{path}:missing".encode())
+    return h.hexdigest()
+
+
+def embed_items(
+    items: Sequence[CatalogItem], encoder: Encoder, *, db: Any | None = None
+) -> ItemVectors:
+    """Embed items' text and images with ``encoder``, reusing what the store has cached.
+
+    An image that cannot be read is skipped (the item falls back to text if none can be read);
+    it is not an error, since catalogs come from anywhere.
+    """
+    d = encoder.dim
+    m = len(items)
+    text = np.zeros((m, d), dtype=np.float32)
+    image = np.zeros((m, d), dtype=np.float32)
+    has_image = np.zeros(m, dtype=bool)
+    hashes = [item_hash(it) for it in items]
+    todo = list(range(m))
+    if db is not None and m:
+        ensure_lens_tables(db)
+        found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        for start in range(0, m, 400):
+            chunk = items[start : start + 400]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                f"SELECT item_id, item_hash, text_vector, image_vector FROM {ITEM_VECTORS} "
+                f"WHERE encoder_id = ? AND item_id IN ({marks})",
+                [encoder.id, *(it.id for it in chunk)],
+            ):
+                found[(row[0], row[1])] = (row[2], row[3])
+        todo = []
+        for i, item in enumerate(items):
+            hit = found.get((item.id, hashes[i]))
+            if hit is None:
+                todo.append(i)
+                continue
+            text[i] = np.frombuffer(hit[0], dtype=np.float32)
+            if hit[1]:
+                image[i] = np.frombuffer(hit[1], dtype=np.float32)
+                has_image[i] = True
+    if todo:
+        text[todo] = encode_texts_cached(encoder, [item_text(items[i]) for i in todo])
+        counts = {}
+        for i in todo:
+            vec, n = _image_mean(items[i].images, encoder)
+            counts[i] = n
+            if vec is not None:
+                image[i], has_image[i] = vec, True
+        if db is not None:
+            with db.atomic():
+                db.conn.executemany(
+                    f"INSERT OR REPLACE INTO {ITEM_VECTORS} "
+                    "(item_id, item_hash, encoder_id, text_vector, image_vector, n_images) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            items[i].id,
+                            hashes[i],
+                            encoder.id,
+                            text[i].tobytes(),
+                            image[i].tobytes() if has_image[i] else b"",
+                            counts[i],
+                        )
+                        for i in todo
+                    ],
+                )
+    return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+
+
+def _image_mean(paths: Sequence[Path], encoder: Encoder) -> tuple[NDArray[np.float32] | None, int]:
+    from visuallens_app.library.decode import DecodeError, decode_photo
+
+    images = []
+    for path in paths:
+        try:
+            images.append(decode_photo(Path(path), target=encoder.input_size).image)
+        except (DecodeError, OSError):
+            continue
+    if not images:
+        return None, 0
+    vectors = encoder.encode_images(images)
+    mean = vectors.mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32), len(images)
+
+
+def item_words(item: CatalogItem) -> frozenset[str]:
+    """Lower-case words of an item's name, description and tags (for literal aspect matches)."""
+    return frozenset(_WORD.findall(item_text(item).casefold()))
+
+
+def _spellings(term: str) -> list[tuple[str, ...]]:
+    """Per word of ``term``, the forms that count as a match (singular and plural)."""
+    return [
+        (p, p + "s", p[:-1]) if p.endswith("s") else (p, p + "s")
+        for p in _WORD.findall(term.casefold())
+    ]
+
+
+def term_in(term: str, words: frozenset[str]) -> bool:
+    """True when every word of ``term`` occurs in ``words`` (plural-tolerant)."""
+    spellings = _spellings(term)
+    return bool(spellings) and all(any(f in words for f in forms) for forms in spellings)
+
+
+def lexical_matches(
+    terms: Sequence[str], word_sets: Sequence[frozenset[str]]
+) -> NDArray[np.float32]:
+    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`)."""
+    spelled = [_spellings(t) for t in terms]
+    out = np.zeros((len(word_sets), len(terms)), dtype=np.float32)
+    for i, words in enumerate(word_sets):
+        for j, forms_list in enumerate(spelled):
+            if forms_list and all(any(f in words for f in forms) for forms in forms_list):
+                out[i, j] = 1.0
+    return out
+
+
+def candidate_term_affinity(
+    term_vectors: NDArray[np.float32], items: ItemVectors
+) -> NDArray[np.float32]:
+    """(m, V) cosine of each candidate's text to each aspect term, centred across candidates.
+
+    Centring removes what every candidate shares (the category itself), leaving what sets
+    this candidate apart.
+    """
+    sims = items.text @ term_vectors.T
+    out: NDArray[np.float32] = (sims - sims.mean(axis=0, keepdims=True)).astype(np.float32)
+    return out
+
+
+def _by_modality(
+    text_scores: NDArray[np.float32],
+    image_scores: NDArray[np.float32] | None,
+    has_image: NDArray[np.bool_],
+) -> NDArray[np.float32]:
+    """Standardise per modality, then average the modalities each candidate has.
+
+    Image-image and image-text cosines live on different scales (the modality gap), so they are
+    never compared raw; a catalog where only some items have images stays fair.
+    """
+    out = standardise(text_scores)
+    if image_scores is None or not has_image.any():
+        return out
+    img = np.zeros_like(out)
+    img[has_image] = standardise(image_scores[has_image])
+    return np.where(has_image, (out + img) / 2.0, out).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class MatchComponents:
+    """The three standardised components (each (m,)) plus what the explanations reuse."""
+
+    profile: NDArray[np.float32]
+    aspects: NDArray[np.float32]
+    evidence: NDArray[np.float32]
+    term_contributions: NDArray[np.float32] | None  # (m, V) aspect terms' share of ``aspects``
+
+    def total(self, weights: MatchWeights) -> NDArray[np.float32]:
+        out: NDArray[np.float32] = (
+            weights.profile * self.profile
+            + weights.aspects * self.aspects
+            + weights.evidence * self.evidence
+        ).astype(np.float32)
+        return out
+
+    def stacked(self) -> NDArray[np.float32]:
+        """(3, m): profile, aspects, evidence (for :func:`fit_match_weights`)."""
+        return np.stack([self.profile, self.aspects, self.evidence]).astype(np.float32)
+
+
+def match_components(
+    photo_vectors: NDArray[np.float32],
+    items: ItemVectors,
+    *,
+    aspect_weights: NDArray[np.float32] | None = None,
+    term_vectors: NDArray[np.float32] | None = None,
+    terms: Sequence[str] = (),
+    item_word_sets: Sequence[frozenset[str]] = (),
+    photo_weights: NDArray[np.float32] | None = None,
+    use_evidence: bool = True,
+    evidence_k: int = EVIDENCE_K,
+) -> MatchComponents:
+    """Score every candidate against the retrieved photos (r, d) and the aspect profile.
+
+    Parameters
+    ----------
+    photo_vectors
+        The retrieved photos' vectors, best first.
+    aspect_weights, term_vectors, terms
+        The aspect profile (V,), the vocabulary's vectors (V, d) and words; without them the
+        aspect component is zero.
+    item_word_sets
+        :func:`item_words` per candidate, for literal aspect matches (empty: embedding only).
+    photo_weights
+        Relevance of each retrieved photo (mean 1) in the profile vector; None: uniform.
+    """
+    m = len(items)
+    zeros = np.zeros(m, dtype=np.float32)
+    if m == 0 or len(photo_vectors) == 0:
+        return MatchComponents(zeros, zeros, zeros, None)
+    profile_vec = (
+        photo_vectors.mean(axis=0)
+        if photo_weights is None
+        else (photo_weights[:, None] * photo_vectors).mean(axis=0)
+    )
+    profile_vec /= max(float(np.linalg.norm(profile_vec)), 1e-12)
+    with_image = items.has_image.any()
+    profile = _by_modality(
+        items.text @ profile_vec, items.image @ profile_vec if with_image else None, items.has_image
+    )
+
+    evidence = zeros
+    if use_evidence:
+        k = min(evidence_k, len(photo_vectors))
+        text_near = _top_mean(photo_vectors @ items.text.T, k)
+        image_near = _top_mean(photo_vectors @ items.image.T, k) if with_image else None
+        evidence = _by_modality(text_near, image_near, items.has_image)
+
+    aspects = zeros
+    contributions = None
+    if aspect_weights is not None and term_vectors is not None and aspect_weights.any():
+        active = np.flatnonzero(aspect_weights)
+        affinity = candidate_term_affinity(term_vectors[active], items)  # (m, a)
+        semantic = affinity * aspect_weights[active][None, :]
+        sem_total = semantic.sum(axis=1)
+        sem_std = float(sem_total.std()) or 1.0
+        contrib = semantic / sem_std
+        if item_word_sets and terms:
+            lexical = (
+                lexical_matches([terms[int(t)] for t in active], item_word_sets)
+                * aspect_weights[active][None, :]
+            )
+            lex_total = lexical.sum(axis=1)
+            lex_std = float(lex_total.std())
+            if lex_std > 1e-8:
+                lexical_part = (lexical - lexical.mean(axis=0, keepdims=True)) / lex_std
+                contrib = (1 - LEXICAL_SHARE) * contrib + LEXICAL_SHARE * lexical_part
+        aspects = standardise(contrib.sum(axis=1))
+        contributions = np.zeros((m, len(aspect_weights)), dtype=np.float32)
+        contributions[:, active] = contrib
+    return MatchComponents(profile, aspects, evidence, contributions)
+
+
+def _top_mean(sims: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+    """Mean of the ``k`` largest values per column of (r, m) ``sims``."""
+    if k >= sims.shape[0]:
+        mean: NDArray[np.float32] = sims.mean(axis=0).astype(np.float32)
+        return mean
+    top = np.partition(sims, sims.shape[0] - k, axis=0)[sims.shape[0] - k :]
+    out: NDArray[np.float32] = top.mean(axis=0).astype(np.float32)
+    return out
+
+
+# -- fitting the weights on a labelled split ---------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class MatchExample:
+    """One labelled question: its components (3, m) and which candidates are ground truth."""
+
+    components: NDArray[np.float32]
+    positives: NDArray[np.bool_]
+
+
+def reciprocal_rank(scores: NDArray[np.float32], positives: NDArray[np.bool_]) -> float:
+    """1 / rank of the best-ranked ground truth (ties broken against it, to be conservative)."""
+    if not positives.any():
+        return 0.0
+    best = float(scores[positives].max())
+    rank = int((scores > best).sum() + (scores[~positives] == best).sum()) + 1
+    return 1.0 / rank
+
+
+DEFAULT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def fit_match_weights(
+    train: Sequence[MatchExample], grid: Sequence[float] = DEFAULT_GRID
+) -> tuple[MatchWeights, float]:
+    """Grid-search the component weights for the best mean MRR on ``train``.
+
+    Three weights on a small grid is 124 combinations, each a handful of dot products per
+    question, so this is exhaustive rather than clever. Ties keep the earlier (simpler)
+    combination. Returns the weights and their train MRR.
+    """
+    usable = [e for e in train if e.positives.any()]
+    if not usable:
+        return MatchWeights(), 0.0
+    best = (MatchWeights(), -1.0)
+    for wp in grid:
+        for wa in grid:
+            for we in grid:
+                if wp == wa == we == 0.0:
+                    continue
+                mix = np.array([wp, wa, we], dtype=np.float32)
+                mrr = float(
+                    np.mean([reciprocal_rank(mix @ e.components, e.positives) for e in usable])
+                )
+                if mrr > best[1] + 1e-12:
+                    best = (MatchWeights(wp, wa, we), mrr)
+    return best

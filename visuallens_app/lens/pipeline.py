@@ -1,0 +1,528 @@
+"""VisualLens end to end: retrieval -> aspects -> refinement -> matching -> explanations.
+
+:func:`recommend` is the pure function the evaluation harness calls per question (history,
+candidates, category in; ranked, explained recommendations out). :class:`Recommender` wraps it
+for the GUI and the CLI: it holds the encoder and the store, and keeps everything that depends
+only on the library or the catalog (history matrix, junk scores, per-photo aspects, item
+vectors) in memory between questions, so a recommendation over 10,000 photos is milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from visuallens_app.errors import CatalogError, NotEnoughHistoryError
+from visuallens_app.jobs import CancelToken
+from visuallens_app.lens.aspects import AspectSpace, LibraryAspects, Vocabulary, library_aspects
+from visuallens_app.lens.catalog import Catalog, CatalogItem
+from visuallens_app.lens.explain import (
+    Evidence,
+    matched_aspects,
+    photo_support,
+    supporting_photos,
+)
+from visuallens_app.lens.history import History
+from visuallens_app.lens.matching import (
+    ItemVectors,
+    MatchComponents,
+    MatchExample,
+    MatchWeights,
+    candidate_term_affinity,
+    embed_items,
+    item_words,
+    match_components,
+)
+from visuallens_app.lens.refine import (
+    AspectExample,
+    profile_weights,
+    refine_retrieval,
+    term_prior_vector,
+)
+from visuallens_app.lens.retrieval import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    DEFAULT_JUNK_THRESHOLD,
+    category_prototype,
+    collapse_near_duplicates,
+    junk_margin,
+    relevance_weights,
+    retrieve,
+)
+from visuallens_app.models.base import Encoder
+
+if TYPE_CHECKING:
+    from visuallens_app.library.store import PhotoStore
+
+#: Below this many photos there is no preference to read; the paper drops users with < 10.
+MIN_HISTORY = 3
+
+_blas_controller: list[Any] = []
+
+
+def _single_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """Run the lens's matrix work on one BLAS thread.
+
+    Its matrices are small (at most library x 384), where OpenBLAS's thread hand-off costs more
+    than it saves, and badly so on a busy 2-core machine where torch and the GUI also run:
+    benchmarks/bench_recommend.py measured 295 ms per question with default threads under load
+    against 45 ms with one. threadpoolctl (installed with scikit-learn) does this per call
+    without touching the encoder's threads; without it, nothing changes.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    if not _blas_controller:
+        _blas_controller.append(ThreadpoolController())
+    limited: contextlib.AbstractContextManager[Any] = _blas_controller[0].limit(
+        limits=1, user_api="blas"
+    )
+    return limited
+
+
+@dataclass(frozen=True)
+class LensConfig:
+    """Switches and knobs of one recommendation (the evaluation harness's ablations).
+
+    ``use_retrieval=False`` is the paper's "no retrieval" baseline (the whole history is the
+    profile); :meth:`retrieval_only` is "retrieval + profile matching", everything else off.
+    """
+
+    w: int = 64
+    use_retrieval: bool = True
+    use_filter: bool = True
+    use_aspects: bool = True
+    use_refinement: bool = True
+    use_evidence: bool = True
+    refine_rounds: int = 4
+    junk_threshold: float = DEFAULT_JUNK_THRESHOLD
+    duplicate_threshold: float | None = DEFAULT_DUPLICATE_THRESHOLD
+    time_window: float | None = None  # seconds; None: duplicates by cosine alone
+    refine_mix: float = 0.5
+    weights: MatchWeights = field(default_factory=MatchWeights)
+    term_weights: Mapping[str, float] | None = field(default=None, hash=False)
+    explain_photos: int = 3
+    explain_aspects: int = 5
+    profile_terms: int = 10
+
+    @classmethod
+    def no_retrieval(cls, **changes: Any) -> LensConfig:
+        return cls(use_retrieval=False, use_refinement=False, **changes)
+
+    @classmethod
+    def retrieval_only(cls, **changes: Any) -> LensConfig:
+        return cls(use_aspects=False, use_refinement=False, use_evidence=False, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One recommended item, its score and the reasons drawn from the user's photos."""
+
+    item: CatalogItem
+    score: float
+    evidence: tuple[Evidence, ...]
+    aspects: tuple[tuple[str, float], ...]
+
+    def as_json(self) -> dict[str, object]:
+        from visuallens_app.library.paths import display_path
+
+        return {
+            "id": self.item.id,
+            "name": self.item.name,
+            "score": round(self.score, 6),
+            "evidence": [display_path(e.path) for e in self.evidence],
+            "aspects": [{"term": t, "contribution": round(c, 6)} for t, c in self.aspects],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LensResult:
+    """Ranked recommendations, the retrieved photos (history indices, ranked), the profile."""
+
+    recommendations: tuple[Recommendation, ...]
+    retrieved: tuple[int, ...]
+    profile_aspects: tuple[tuple[str, float], ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(eq=False)
+class _Library:
+    """What depends on the history alone (computed once per library state)."""
+
+    history: History
+    margin: NDArray[np.float32] | None = None
+    aspects: LibraryAspects | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Scored:
+    """Everything one question computed, for the result and for training examples."""
+
+    retrieved: NDArray[np.int64]
+    photo_weights: NDArray[np.float32] | None  # relevance of each retrieved photo, mean 1
+    items: ItemVectors
+    components: MatchComponents
+    total: NDArray[np.float32]
+    profile: NDArray[np.float32] | None  # (V,) aspect weights, None without aspects
+    space: AspectSpace | None
+    notes: tuple[str, ...]
+
+
+def default_vocabulary() -> Vocabulary | None:
+    """The shipped aspect vocabulary, or None when it is missing (aspects are then skipped)."""
+    from visuallens_app.errors import VisualLensError
+    from visuallens_app.lens.vocabulary import AspectVocabulary
+
+    try:
+        return AspectVocabulary.load()
+    except (OSError, VisualLensError):
+        return None
+
+
+def candidates_for(catalog: Catalog, category: str) -> list[CatalogItem]:
+    """The catalog's items in ``category``; an unknown category names the close matches."""
+    items = catalog.in_category(category)
+    if items:
+        return items
+    known = catalog.categories()
+    close = difflib.get_close_matches(category.strip().casefold(), known, n=3, cutoff=0.5)
+    hint = (
+        f" Did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else f" Known categories: {', '.join(known)}."
+    )
+    raise CatalogError(f"The catalog has no category {category!r}.{hint}")
+
+
+def _check_history(history: History) -> None:
+    if len(history) < MIN_HISTORY:
+        have = "no photos" if len(history) == 0 else f"only {len(history)} photo(s)"
+        raise NotEnoughHistoryError(
+            f"The library has {have} indexed with this encoder; index a folder with at least "
+            f"{MIN_HISTORY} photos (`visuallens index FOLDER`) to get recommendations."
+        )
+
+
+def _score(
+    lib: _Library,
+    candidates: Sequence[CatalogItem],
+    category: str,
+    encoder: Encoder,
+    *,
+    config: LensConfig,
+    vocabulary: Vocabulary | None,
+    db: Any | None,
+    items: ItemVectors | None = None,
+    cancel: CancelToken | None = None,
+) -> _Scored:
+    history = lib.history
+    _check_history(history)
+    if not candidates:
+        raise CatalogError(f"There are no candidates to rank for {category!r}.")
+    notes: list[str] = []
+    check = cancel.check if cancel is not None else (lambda: None)
+
+    keep: NDArray[np.bool_] | None = None
+    if config.use_filter:
+        if lib.margin is None:
+            lib.margin = junk_margin(history, encoder, db)
+        keep = lib.margin <= config.junk_threshold
+        dropped = int((~keep).sum())
+        if dropped:
+            notes.append(f"Left out {dropped} screenshot/document-like photo(s).")
+        if int(keep.sum()) < MIN_HISTORY:
+            notes.append("Too few photos left after filtering; the filter was not applied.")
+            keep = None
+    check()
+
+    if items is None:
+        items = embed_items(candidates, encoder, db=db)
+    prototype = category_prototype(candidates, encoder, items, category=category, db=db)
+    check()
+
+    if config.use_retrieval:
+        retrieved = retrieve(
+            history,
+            prototype,
+            config.w,
+            keep=keep,
+            duplicate_threshold=config.duplicate_threshold,
+            time_window=config.time_window,
+        )
+    else:
+        pool = np.flatnonzero(keep) if keep is not None else np.arange(len(history))
+        order = pool[np.argsort(-(history.vectors[pool] @ prototype), kind="stable")]
+        retrieved = (
+            collapse_near_duplicates(
+                history, config.duplicate_threshold, config.time_window, order=order
+            )
+            if config.duplicate_threshold is not None
+            else order.astype(np.int64)
+        )
+    check()
+
+    def relevance(rows: NDArray[np.int64]) -> NDArray[np.float32] | None:
+        # Without retrieval (the paper's baseline) every photo counts the same.
+        return relevance_weights(history, rows, prototype, keep) if config.use_retrieval else None
+
+    profile: NDArray[np.float32] | None = None
+    space: AspectSpace | None = None
+    if config.use_aspects and vocabulary is None:
+        notes.append("No aspect vocabulary found; matched on photos only.")
+    elif config.use_aspects and vocabulary is not None:
+        if lib.aspects is None:
+            space = AspectSpace.build(vocabulary, encoder, history, db=db)
+            lib.aspects = library_aspects(history, space, db=db)
+        aspects = lib.aspects
+        space = aspects.space
+        prior = term_prior_vector(config.term_weights, space.terms)
+        if config.use_refinement and config.use_retrieval:
+            refined = refine_retrieval(
+                history,
+                aspects,
+                prototype,
+                retrieved,
+                w=config.w,
+                rounds=config.refine_rounds,
+                mix=config.refine_mix,
+                keep=keep,
+                duplicate_threshold=config.duplicate_threshold,
+                time_window=config.time_window,
+                term_prior=prior,
+            )
+            retrieved, profile = refined.retrieved, refined.weights
+            state = "converged" if refined.converged else "stopped at the cap"
+            notes.append(f"Refinement {state} after {refined.rounds} round(s).")
+        else:
+            profile = profile_weights(
+                aspects, retrieved, photo_weights=relevance(retrieved), term_prior=prior
+            )
+    check()
+
+    photo_weights = relevance(retrieved)
+
+    components = match_components(
+        history.vectors[retrieved],
+        items,
+        aspect_weights=profile,
+        term_vectors=space.vectors if space is not None else None,
+        terms=space.terms if space is not None else (),
+        item_word_sets=[item_words(c) for c in candidates] if profile is not None else (),
+        photo_weights=photo_weights,
+        use_evidence=config.use_evidence,
+    )
+    weights = config.weights
+    if profile is None:
+        weights = replace(weights, aspects=0.0)
+    if not config.use_evidence:
+        weights = replace(weights, evidence=0.0)
+    return _Scored(
+        retrieved,
+        photo_weights,
+        items,
+        components,
+        components.total(weights),
+        profile,
+        space,
+        tuple(notes),
+    )
+
+
+def _result(
+    lib: _Library, candidates: Sequence[CatalogItem], scored: _Scored, config: LensConfig, k: int
+) -> LensResult:
+    history = lib.history
+    order = np.argsort(-scored.total, kind="stable")[: max(0, k)]
+    retrieved = scored.retrieved
+    support = photo_support(history.vectors[retrieved], scored.items.view()[order])
+    if scored.photo_weights is not None:
+        # Each photo's share of the (weighted) profile cosine, not just its closeness.
+        support = support * scored.photo_weights[:, None]
+    terms = scored.space.terms if scored.space is not None else ()
+    recommendations = tuple(
+        Recommendation(
+            item=candidates[int(c)],
+            score=float(scored.total[c]),
+            evidence=supporting_photos(history, retrieved, support, col, config.explain_photos)
+            if len(retrieved)
+            else (),
+            aspects=matched_aspects(
+                terms, scored.components.term_contributions, int(c), config.explain_aspects
+            ),
+        )
+        for col, c in enumerate(order)
+    )
+    profile_aspects: tuple[tuple[str, float], ...] = ()
+    if scored.profile is not None and scored.space is not None:
+        top = np.argsort(-scored.profile, kind="stable")[: config.profile_terms]
+        profile_aspects = tuple(
+            (scored.space.terms[int(t)], round(float(scored.profile[t]), 6))
+            for t in top
+            if scored.profile[t] > 0
+        )
+    return LensResult(
+        recommendations, tuple(int(i) for i in retrieved), profile_aspects, scored.notes
+    )
+
+
+def recommend(
+    history: History,
+    candidates: Sequence[CatalogItem],
+    category: str,
+    encoder: Encoder,
+    *,
+    config: LensConfig | None = None,
+    vocabulary: Vocabulary | None = None,
+    store: PhotoStore | None = None,
+    k: int = 10,
+) -> LensResult:
+    """Rank ``candidates`` for ``category`` from the user's ``history``, with explanations.
+
+    Parameters
+    ----------
+    history
+        The user's photos with vectors from ``encoder``.
+    candidates
+        The items to rank (all of one category).
+    vocabulary
+        Aspect vocabulary; None uses the shipped one (aspects are skipped if it is missing).
+    store
+        Used only for its caches (text and item embeddings, per-photo aspects); without it
+        everything is computed in memory.
+    k
+        How many recommendations to return.
+
+    Raises
+    ------
+    NotEnoughHistoryError
+        Fewer than three photos.
+    CatalogError
+        No candidates.
+    """
+    config = config or LensConfig()
+    vocab = vocabulary if vocabulary is not None else default_vocabulary()
+    db = store.db if store is not None else None
+    lib = _Library(history)
+    with _single_blas_thread():
+        scored = _score(lib, candidates, category, encoder, config=config, vocabulary=vocab, db=db)
+    return _result(lib, candidates, scored, config, k)
+
+
+def training_examples(
+    history: History,
+    candidates: Sequence[CatalogItem],
+    category: str,
+    encoder: Encoder,
+    ground_truth: Sequence[str],
+    *,
+    config: LensConfig | None = None,
+    vocabulary: Vocabulary | None = None,
+    store: PhotoStore | None = None,
+) -> tuple[MatchExample, AspectExample | None]:
+    """One labelled question as inputs to :func:`~visuallens_app.lens.matching.fit_match_weights`
+    and :func:`~visuallens_app.lens.refine.fit_aspect_weights` (None without aspects)."""
+    config = config or LensConfig()
+    vocab = vocabulary if vocabulary is not None else default_vocabulary()
+    db = store.db if store is not None else None
+    with _single_blas_thread():
+        scored = _score(
+            _Library(history), candidates, category, encoder, config=config, vocabulary=vocab, db=db
+        )
+    truth = set(ground_truth)
+    positives = np.array([c.id in truth for c in candidates], dtype=bool)
+    match = MatchExample(scored.components.stacked(), positives)
+    aspect = None
+    if scored.profile is not None and scored.space is not None:
+        affinity = candidate_term_affinity(scored.space.vectors, scored.items)
+        aspect = AspectExample(scored.profile, affinity, positives)
+    return match, aspect
+
+
+class Recommender:
+    """Recommendations over one store with one encoder, caching what questions share.
+
+    The history and everything derived from it are reloaded when the store's fingerprint
+    changes (photos added or removed); item vectors are kept per catalog item and content.
+    """
+
+    def __init__(
+        self,
+        store: PhotoStore,
+        encoder: Encoder,
+        *,
+        vocabulary: Vocabulary | None = None,
+    ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self._vocabulary = vocabulary
+        self._vocabulary_loaded = vocabulary is not None
+        self._fingerprint: str | None = None
+        self._generation: int | None = None
+        self._library: _Library | None = None
+        self._items: dict[tuple[str, ...], ItemVectors] = {}
+
+    @property
+    def vocabulary(self) -> Vocabulary | None:
+        if not self._vocabulary_loaded:
+            self._vocabulary = default_vocabulary()
+            self._vocabulary_loaded = True
+        return self._vocabulary
+
+    def library(self) -> _Library:
+        # Every write to the store bumps its generation (one-row read); the full fingerprint
+        # (a count over photos x vectors) is only consulted when that moved.
+        generation = self.store.generation()
+        if self._library is not None and generation == self._generation:
+            return self._library
+        fingerprint = self.store.fingerprint(self.encoder.id)
+        if self._library is None or fingerprint != self._fingerprint:
+            self._library = _Library(History.from_store(self.store, self.encoder.id))
+            self._fingerprint = fingerprint
+        self._generation = generation
+        return self._library
+
+    def history(self) -> History:
+        return self.library().history
+
+    def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
+        from visuallens_app.lens.matching import item_hash
+
+        key = tuple(f"{it.id}\0{item_hash(it)}" for it in items)
+        cached = self._items.get(key)
+        if cached is None:
+            cached = self._items[key] = embed_items(items, self.encoder, db=self.store.db)
+        return cached
+
+    def recommend(
+        self,
+        category: str,
+        catalog: Catalog,
+        k: int = 10,
+        config: LensConfig | None = None,
+        cancel: CancelToken | None = None,
+    ) -> LensResult:
+        """Top ``k`` items of ``category`` in ``catalog`` for this library's owner."""
+        config = config or LensConfig()
+        lib = self.library()
+        _check_history(lib.history)
+        candidates = candidates_for(catalog, category)
+        items = self.item_vectors(candidates)
+        with _single_blas_thread():
+            scored = _score(
+                lib,
+                candidates,
+                category,
+                self.encoder,
+                config=config,
+                vocabulary=self.vocabulary,
+                db=self.store.db,
+                items=items,
+                cancel=cancel,
+            )
+        return _result(lib, candidates, scored, config, k)

@@ -1,0 +1,1 @@
+"""The photo history: scan -> decode -> store (SQLite), thumbnails, watching."""

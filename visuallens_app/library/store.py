@@ -1,0 +1,489 @@
+"""The library store: SQLite (via sqlite-utils) is the source of truth, vectors included.
+
+Photos are rows keyed by path; vectors are keyed by (content hash, encoder id), so a renamed or
+moved photo keeps its vector and two encoders never share a space. Every write batch is one
+transaction, which is what makes an indexing run resumable after a kill at any moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import sqlite_utils
+from numpy.typing import NDArray
+from sqlite_utils import Migrations
+
+from visuallens_app.errors import LibraryError
+from visuallens_app.library.paths import path_from_db, path_to_db
+from visuallens_app.library.thumbnails import ThumbnailCache
+
+DB_NAME = "library.sqlite"
+
+migrations = Migrations("visuallens.library")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE roots (
+            path TEXT PRIMARY KEY,
+            added_at TEXT NOT NULL,
+            last_scan_at TEXT
+        );
+        CREATE TABLE photos (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            root TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            format TEXT NOT NULL,
+            taken_at TEXT,
+            gps_lat REAL,
+            gps_lon REAL,
+            camera TEXT,
+            orientation INTEGER NOT NULL DEFAULT 1,
+            state TEXT NOT NULL DEFAULT 'ok',
+            added_at TEXT NOT NULL
+        );
+        CREATE INDEX photos_root ON photos(root);
+        CREATE INDEX photos_hash ON photos(content_hash);
+        CREATE INDEX photos_taken ON photos(taken_at);
+        CREATE TABLE vectors (
+            content_hash TEXT NOT NULL,
+            encoder_id TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (content_hash, encoder_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE encoders (
+            id TEXT PRIMARY KEY,
+            dim INTEGER NOT NULL,
+            first_used_at TEXT NOT NULL
+        );
+        CREATE TABLE failures (
+            path TEXT PRIMARY KEY,
+            root TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta (key, value) VALUES ('generation', '0');
+        """
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoRecord:
+    """One photo as the rest of the app sees it."""
+
+    id: int
+    path: Path
+    root: Path
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int
+    height: int
+    format: str
+    taken_at: str | None
+    gps: tuple[float, float] | None
+    camera: str | None
+    state: str  # "ok" or "offline" (its folder is not reachable right now)
+
+    @property
+    def offline(self) -> bool:
+        return self.state == "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class NewPhoto:
+    """A decoded photo ready to be written (the indexer builds these)."""
+
+    path: Path
+    root: Path
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int
+    height: int
+    format: str
+    taken_at: str | None = None
+    gps: tuple[float, float] | None = None
+    camera: str | None = None
+    orientation: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    path: Path
+    root: Path
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _record(row: dict[str, Any]) -> PhotoRecord:
+    lat, lon = row["gps_lat"], row["gps_lon"]
+    return PhotoRecord(
+        id=row["id"],
+        path=path_from_db(row["path"]),
+        root=path_from_db(row["root"]),
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        content_hash=row["content_hash"],
+        width=row["width"],
+        height=row["height"],
+        format=row["format"],
+        taken_at=row["taken_at"],
+        gps=(lat, lon) if lat is not None and lon is not None else None,
+        camera=row["camera"],
+        state=row["state"],
+    )
+
+
+class PhotoStore:
+    """One library directory: ``library.sqlite``, the FAISS files and the thumbnail cache.
+
+    A store object belongs to the thread that opened it (SQLite connections are per thread);
+    other threads open their own. WAL mode lets readers run while the indexer writes.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.directory / DB_NAME, timeout=30.0)
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            migrations.apply(self.db)
+        except (OSError, sqlite3.Error) as err:
+            raise LibraryError(
+                f"Cannot open the photo library at {self.directory}: {err}. "
+                "Choose another location with --library or check the disk."
+            ) from err
+        self.thumbnails = ThumbnailCache(self.directory / "thumbnails")
+        self.index_dir = self.directory / "index"
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- roots -------------------------------------------------------------------------------
+
+    def add_roots(self, roots: Iterable[Path]) -> None:
+        with self.db.atomic():
+            for root in roots:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO roots (path, added_at) VALUES (?, ?)",
+                    [path_to_db(root), _now()],
+                )
+
+    def roots(self) -> list[Path]:
+        return [path_from_db(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def remove_root(self, root: Path) -> int:
+        """Forget a folder and its photos (vectors stay, keyed by content, for a later re-add)."""
+        key = path_to_db(root)
+        with self.db.atomic():
+            n = self.db.execute("DELETE FROM photos WHERE root = ?", [key]).rowcount
+            self.db.execute("DELETE FROM failures WHERE root = ?", [key])
+            self.db.execute("DELETE FROM roots WHERE path = ?", [key])
+            self._bump()
+        return int(n)
+
+    def set_root_state(self, root: Path, state: str) -> int:
+        """Mark every photo under ``root`` ``ok`` or ``offline``; returns how many changed."""
+        with self.db.atomic():
+            n = self.db.execute(
+                "UPDATE photos SET state = ? WHERE root = ? AND state != ?",
+                [state, path_to_db(root), state],
+            ).rowcount
+            if n:
+                self._bump()
+        return int(n)
+
+    def mark_scanned(self, root: Path) -> None:
+        self.db.execute(
+            "UPDATE roots SET last_scan_at = ? WHERE path = ?", [_now(), path_to_db(root)]
+        )
+        self.db.conn.commit()
+
+    # -- what is known (for incremental scans) -------------------------------------------------
+
+    def known_files(self, root: Path) -> dict[str, tuple[int, int]]:
+        """Photos under ``root``: database path text -> (size, mtime_ns), in one query.
+
+        Plain tuples, not records: a re-scan compares 10,000s of these and must cost little more
+        than walking the folder.
+        """
+        rows = self.db.conn.execute(
+            "SELECT path, size, mtime_ns FROM photos WHERE root = ?", [path_to_db(root)]
+        )
+        return {path: (size, mtime) for path, size, mtime in rows}
+
+    def paths_missing_vectors(self, root: Path, encoder_id: str) -> set[str]:
+        """Photos under ``root`` with no vector from ``encoder_id`` (e.g. after switching)."""
+        rows = self.db.conn.execute(
+            "SELECT path FROM photos p WHERE root = ? AND NOT EXISTS (SELECT 1 FROM vectors v "
+            "WHERE v.content_hash = p.content_hash AND v.encoder_id = ?)",
+            [path_to_db(root), encoder_id],
+        )
+        return {row[0] for row in rows}
+
+    def known_failures(self, root: Path) -> dict[str, tuple[int, int]]:
+        """Files under ``root`` that failed before, with the (size, mtime) they failed at."""
+        rows = self.db.execute(
+            "SELECT path, size, mtime_ns FROM failures WHERE root = ?", [path_to_db(root)]
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def hashes_with_vectors(self, encoder_id: str) -> set[str]:
+        rows = self.db.execute(
+            "SELECT content_hash FROM vectors WHERE encoder_id = ?", [encoder_id]
+        )
+        return {row[0] for row in rows}
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        photos: Sequence[NewPhoto],
+        vectors: dict[str, NDArray[np.float32]],
+        encoder_id: str,
+        failures: Sequence[Failure] = (),
+    ) -> None:
+        """Write one batch in one transaction: photo rows, their vectors, and failures."""
+        now = _now()
+        with self._lock, self.db.atomic():
+            if vectors:
+                dim = len(next(iter(vectors.values())))
+                self.db.execute(
+                    "INSERT OR IGNORE INTO encoders (id, dim, first_used_at) VALUES (?, ?, ?)",
+                    [encoder_id, dim, now],
+                )
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO vectors (content_hash, encoder_id, vector) "
+                    "VALUES (?, ?, ?)",
+                    [
+                        (h, encoder_id, np.asarray(v, dtype=np.float32).tobytes())
+                        for h, v in vectors.items()
+                    ],
+                )
+            self.db.conn.executemany(
+                """
+                INSERT INTO photos (path, root, size, mtime_ns, content_hash, width, height,
+                    format, taken_at, gps_lat, gps_lon, camera, orientation, state, added_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?)
+                ON CONFLICT(path) DO UPDATE SET
+                    root = excluded.root, size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    content_hash = excluded.content_hash, width = excluded.width,
+                    height = excluded.height, format = excluded.format,
+                    taken_at = excluded.taken_at, gps_lat = excluded.gps_lat,
+                    gps_lon = excluded.gps_lon, camera = excluded.camera,
+                    orientation = excluded.orientation, state = 'ok'
+                """,
+                [
+                    (
+                        path_to_db(p.path),
+                        path_to_db(p.root),
+                        p.size,
+                        p.mtime_ns,
+                        p.content_hash,
+                        p.width,
+                        p.height,
+                        p.format,
+                        p.taken_at,
+                        p.gps[0] if p.gps else None,
+                        p.gps[1] if p.gps else None,
+                        p.camera,
+                        p.orientation,
+                        now,
+                    )
+                    for p in photos
+                ],
+            )
+            if photos:
+                self.db.conn.executemany(
+                    "DELETE FROM failures WHERE path = ?", [(path_to_db(p.path),) for p in photos]
+                )
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO failures (path, root, size, mtime_ns, reason, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (path_to_db(f.path), path_to_db(f.root), f.size, f.mtime_ns, f.reason, now)
+                    for f in failures
+                ],
+            )
+            if failures:
+                self.db.conn.executemany(
+                    "DELETE FROM photos WHERE path = ?", [(path_to_db(f.path),) for f in failures]
+                )
+            self._bump()
+
+    def add_vectors(self, vectors: dict[str, NDArray[np.float32]], encoder_id: str) -> None:
+        """Vectors for photos already stored (after switching encoder)."""
+        self.write_batch((), vectors, encoder_id)
+
+    def remove_paths(self, paths_db: Iterable[str]) -> int:
+        """Delete photos (and stale failures) by database path text; vectors stay for moves."""
+        keys = [(p,) for p in paths_db]
+        if not keys:
+            return 0
+        with self._lock, self.db.atomic():
+            before = self.db.conn.total_changes
+            self.db.conn.executemany("DELETE FROM photos WHERE path = ?", keys)
+            removed = self.db.conn.total_changes - before
+            self.db.conn.executemany("DELETE FROM failures WHERE path = ?", keys)
+            self._bump()
+        return int(removed)
+
+    def prune_orphan_vectors(self) -> int:
+        """Drop vectors no photo refers to (after deletes); returns how many went."""
+        with self.db.atomic():
+            n = self.db.execute(
+                "DELETE FROM vectors WHERE content_hash NOT IN (SELECT content_hash FROM photos)"
+            ).rowcount
+        return int(n)
+
+    def _bump(self) -> None:
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    def fingerprint(self, encoder_id: str) -> str:
+        """Changes whenever the vectors searchable under ``encoder_id`` may have changed."""
+        count = self.db.execute(
+            "SELECT count(*) FROM photos p JOIN vectors v ON v.content_hash = p.content_hash "
+            "WHERE v.encoder_id = ?",
+            [encoder_id],
+        ).fetchone()[0]
+        digest = hashlib.blake2b(encoder_id.encode(), digest_size=8).hexdigest()
+        return f"{digest}-{count}-{self.generation()}"
+
+    def vectors(self, encoder_id: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """All photos with a vector from ``encoder_id``: (photo ids, (n, dim) matrix)."""
+        rows = self.db.execute(
+            "SELECT p.id, v.vector FROM photos p JOIN vectors v ON v.content_hash = p.content_hash "
+            "WHERE v.encoder_id = ? ORDER BY p.id",
+            [encoder_id],
+        ).fetchall()
+        dim = self.encoder_dim(encoder_id)
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, dim or 0), np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
+            len(rows), -1
+        )
+        return ids, matrix.copy()
+
+    def vector_for_hash(self, content_hash: str, encoder_id: str) -> NDArray[np.float32] | None:
+        row = self.db.execute(
+            "SELECT vector FROM vectors WHERE content_hash = ? AND encoder_id = ?",
+            [content_hash, encoder_id],
+        ).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def encoder_dim(self, encoder_id: str) -> int | None:
+        row = self.db.execute("SELECT dim FROM encoders WHERE id = ?", [encoder_id]).fetchone()
+        return None if row is None else int(row[0])
+
+    def encoders(self) -> dict[str, int]:
+        """Encoder id -> number of photos with a vector from it."""
+        rows = self.db.execute(
+            "SELECT v.encoder_id, count(*) FROM photos p JOIN vectors v "
+            "ON v.content_hash = p.content_hash GROUP BY v.encoder_id"
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def counts(self) -> dict[str, int]:
+        """Photos by state, plus failures."""
+        out = {"ok": 0, "offline": 0}
+        for state, n in self.db.execute("SELECT state, count(*) FROM photos GROUP BY state"):
+            out[state] = int(n)
+        out["failed"] = int(self.db.execute("SELECT count(*) FROM failures").fetchone()[0])
+        return out
+
+    def photo(self, photo_id: int) -> PhotoRecord | None:
+        rows = self._select("WHERE id = ?", [photo_id])
+        return rows[0] if rows else None
+
+    def photos_by_id(self, ids: Sequence[int]) -> dict[int, PhotoRecord]:
+        out: dict[int, PhotoRecord] = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for rec in self._select(f"WHERE id IN ({marks})", chunk):
+                out[rec.id] = rec
+        return out
+
+    def photo_by_path(self, path: Path) -> PhotoRecord | None:
+        rows = self._select("WHERE path = ?", [path_to_db(path)])
+        return rows[0] if rows else None
+
+    def list_photos(
+        self,
+        *,
+        root: Path | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        newest_first: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PhotoRecord]:
+        """Photos filtered by folder and capture-date range (ISO strings, inclusive)."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if root is not None:
+            clauses.append("root = ?")
+            args.append(path_to_db(root))
+        if date_from:
+            clauses.append("taken_at >= ?")
+            args.append(date_from)
+        if date_to:
+            clauses.append("taken_at <= ?")
+            args.append(date_to + "\uffff" if len(date_to) == 10 else date_to)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        direction = "DESC" if newest_first else "ASC"
+        # Undated photos sort by file time, so a library without EXIF still reads as a timeline.
+        order = f"ORDER BY coalesce(taken_at, '') {direction}, mtime_ns {direction}, id {direction}"
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        return self._select(f"{where} {order}{page}", args)
+
+    def failures(self) -> list[tuple[Path, str]]:
+        rows = self.db.execute("SELECT path, reason FROM failures ORDER BY path")
+        return [(path_from_db(r[0]), r[1]) for r in rows]
+
+    def _select(self, tail: str, args: Sequence[Any]) -> list[PhotoRecord]:
+        cursor = self.db.execute(f"SELECT * FROM photos {tail}", list(args))
+        names = [d[0] for d in cursor.description]
+        return [_record(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
