@@ -148,7 +148,7 @@ def index_folders(
                 cancel=cancel,
                 on_error=lambda p, why: scan_errors.append((display_path(p), why)),
             ):
-                key = path_to_db(file.path)
+                key = path_to_db(file.fspath)
                 present.add(key)
                 seen += 1
                 if seen % 2000 == 0:

@@ -11,9 +11,9 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from visuallens_app.jobs import CancelToken
 
@@ -75,40 +75,22 @@ _HIDDEN_OR_SYSTEM = getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 2) | getattr(
 OnError = Callable[[Path, str], None]
 
 
-@dataclass(frozen=True, slots=True)
-class ScannedFile:
-    """An image file found by :func:`scan_folders`: where it is and what tells a change."""
+class ScannedFile(NamedTuple):
+    """An image file found by :func:`scan_folders`: where it is and what tells a change.
 
-    path: Path
+    A named tuple holding the path as the string ``os.scandir`` produced: a re-scan builds one
+    per file and mostly discards it (the file is unchanged), so neither a ``Path`` nor a frozen
+    dataclass instance is paid for until someone asks for :attr:`path`.
+    """
+
+    fspath: str
     root: Path  # the scanned root it was found under, as given by the caller
     size: int
     mtime_ns: int
 
-
-def _fast_child_path() -> Callable[[Path, str], Path] | None:
-    """Return pathlib's ``Path._make_child_relpath`` on Python 3.11 when it works, else None.
-
-    On 3.11 ``Path(str)`` re-parses the whole string (~2.5 µs), which was most of the cost of a
-    re-scan; ``_make_child_relpath`` (what ``Path.glob`` uses) extends the already-parsed parent
-    instead (~0.4 µs). It is private, so it is used only on 3.11 and only after proving that it
-    builds the same Path; 3.12+ made ``Path(str)`` lazy, and there the public constructor is used.
-    """
-    if sys.version_info >= (3, 12):
-        return None
-    child_of: Callable[[Path, str], Path] | None = getattr(Path, "_make_child_relpath", None)
-    if child_of is None:
-        return None
-    try:
-        parent = Path.cwd()
-        probe = child_of(parent, "x.jpg")
-        expected = Path(os.path.join(parent, "x.jpg"))
-        ok = isinstance(probe, Path) and probe == expected and str(probe) == str(expected)
-    except Exception:
-        ok = False
-    return child_of if ok else None
-
-
-_child_path = _fast_child_path()
+    @property
+    def path(self) -> Path:
+        return Path(self.fspath)
 
 
 def _is_hidden_on_windows(entry: os.DirEntry[str]) -> bool:
@@ -177,7 +159,6 @@ def scan_folders(
     visited: set[tuple[int, int]] = set()
     by_name = attrgetter("name")
     suffixes = IMAGE_SUFFIXES
-    child_path = _child_path
     countdown = CANCEL_EVERY
 
     for root in roots:
@@ -217,10 +198,7 @@ def scan_folders(
                         # No system name ends in an image suffix, so that check is for folders.
                         if is_image_name:
                             st = entry.stat()
-                            path = (
-                                Path(entry.path) if child_path is None else child_path(folder, name)
-                            )
-                            yield ScannedFile(path, root, st.st_size, st.st_mtime_ns)
+                            yield ScannedFile(entry.path, root, st.st_size, st.st_mtime_ns)
                     elif entry.is_dir():
                         if name.casefold() in SYSTEM_NAMES:
                             continue
