@@ -155,7 +155,7 @@ def test_killed_run_resumes_to_the_same_state(
     library_dir: Path, photo_dir: Path, tmp_path: Path, sample_images: dict[str, Image.Image]
 ) -> None:
     """SIGKILL mid-run (no cleanup at all), run again: same photos, no duplicates, no loss."""
-    for i in range(120):
+    for i in range(60):
         sample_images["rocket"].rotate(i * 3).save(photo_dir / f"r{i:03}.jpg")
     cmd = [sys.executable, "-m", "visuallens_app.cli", "index", str(photo_dir), "--json"]
     cmd += ["--encoder", "embedded", "--library", str(library_dir)]
@@ -176,11 +176,11 @@ def test_killed_run_resumes_to_the_same_state(
     proc.wait()
     with PhotoStore(library_dir) as store:
         partial = store.counts()["ok"]
-    assert 0 < partial < 125
+    assert 0 < partial < 65
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     resumed = json.loads(out.stdout)
     assert resumed["unchanged"] == partial
-    assert resumed["indexed"] + resumed["unchanged"] == 125
+    assert resumed["indexed"] + resumed["unchanged"] == 65
 
     # An uninterrupted run into a fresh library ends in the same state.
     fresh = tmp_path / "fresh"
@@ -189,9 +189,9 @@ def test_killed_run_resumes_to_the_same_state(
         rows_a = {(p.path, p.content_hash) for p in a.list_photos()}
         rows_b = {(p.path, p.content_hash) for p in b.list_photos()}
         assert rows_a == rows_b
-        assert len(rows_a) == 125
+        assert len(rows_a) == 65
         ids_a, _ = a.vectors(a.encoders().popitem()[0])
-        assert len(ids_a) == 125
+        assert len(ids_a) == 65
 
 
 def test_faiss_file_deleted_or_corrupted_is_rebuilt(

@@ -45,6 +45,10 @@ class PhotoSearch:
     def index(self) -> VectorIndex:
         from visuallens_app.index import VectorIndex
 
+        if self.store.encoder_dim(self.encoder.id) is None:
+            raise NotEnoughHistoryError(
+                "No photos are indexed with this encoder yet: run `visuallens index FOLDER` first."
+            )
         fingerprint = self.store.fingerprint(self.encoder.id)
         if self._index is not None and self._index.fingerprint == fingerprint:
             return self._index
@@ -62,7 +66,7 @@ class PhotoSearch:
         index = self.index()
         if len(index) == 0:
             raise NotEnoughHistoryError(
-                "No photos are indexed with this encoder yet: run `visuallens index FOLDER` first."
+                "The library has no photos with this encoder any more: index a folder first."
             )
         ranked = index.search(query, k, exclude=exclude)[0]
         records = self.store.photos_by_id([pid for pid, _ in ranked])
