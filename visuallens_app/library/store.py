@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -158,6 +159,28 @@ def _record(row: dict[str, Any]) -> PhotoRecord:
     )
 
 
+def _prepare(db: sqlite_utils.Database, attempts: int = 100) -> None:
+    """Switch to WAL and apply pending migrations, safely when several openers race.
+
+    Two openers of a brand-new library (the GUI's indexer and grid, or the GUI and a CLI run)
+    race here: switching to WAL answers "database is locked" at once instead of waiting on the
+    busy timeout, and the loser of the migration race sees "table already exists". Both are
+    transient: retry, and re-read which migrations are still pending.
+    """
+    for attempt in range(attempts):
+        try:
+            db.enable_wal()
+            db.execute("PRAGMA synchronous=NORMAL")
+            migrations.apply(db)
+            return
+        except sqlite3.OperationalError as err:
+            transient = "locked" in str(err) or "already exists" in str(err)
+            if not transient or attempt == attempts - 1:
+                raise
+            db.rollback()
+            time.sleep(0.05)
+
+
 class PhotoStore:
     """One library directory: ``library.sqlite``, the FAISS files and the thumbnail cache.
 
@@ -171,9 +194,7 @@ class PhotoStore:
             self.directory.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.directory / DB_NAME, timeout=30.0)
             self.db = sqlite_utils.Database(conn)
-            self.db.enable_wal()
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            migrations.apply(self.db)
+            _prepare(self.db)
         except (OSError, sqlite3.Error) as err:
             raise LibraryError(
                 f"Cannot open the photo library at {self.directory}: {err}. "

@@ -1,0 +1,84 @@
+"""Indexing from the window: pause, resume, cancel, and a UI thread that never stalls."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QElapsedTimer, QTimer
+from tests_gui_support import noise_photos
+
+from visuallens_app.jobs import Progress
+
+
+def test_pause_resume_and_cancel_from_the_indexing_bar(qtbot, make_window, tmp_path: Path) -> None:
+    photos = tmp_path / "many"
+    noise_photos(photos, 160)
+    window = make_window([])
+    bar = window.indexing_bar
+    seen: list[Progress] = []
+    window.session.indexing_progress.connect(seen.append)
+
+    window.add_folder(photos)
+    assert bar.isVisible()
+    qtbot.waitUntil(lambda: any(p.stage == "index" and p.done > 0 for p in seen), timeout=60_000)
+
+    bar.pause_button.click()
+    assert bar.pause_button.text() == "Resume"
+    time.sleep(0.3)  # let the batch in flight finish
+    qtbot.wait(200)
+    frozen = seen[-1].done
+    qtbot.wait(1500)
+    assert seen[-1].done == frozen, "indexing went on while paused"
+    assert "Paused" in bar.label.text() or bar.title.text() == "Paused"
+
+    bar.pause_button.click()  # resume
+    assert bar.pause_button.text() == "Pause"
+    qtbot.waitUntil(lambda: seen[-1].done > frozen, timeout=30_000)
+    assert "photos" in bar.label.text()  # count, rate and ETA are shown
+
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=30_000) as blocker:
+        bar.cancel_button.click()
+    assert blocker.args == [None]  # cancelled: no report
+    assert not bar.isVisible()
+    # Every batch written before the cancel is kept and shown.
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() > 0, timeout=10_000)
+    assert panel.model.rowCount() < 160
+
+
+def test_the_ui_thread_stays_responsive_while_indexing(
+    qtbot, make_window, tmp_path: Path, sample_images
+) -> None:
+    photos = tmp_path / "big"
+    photos.mkdir()
+    # Real photos at camera-ish sizes, so decoding and thumbnailing do real work.
+    for i in range(24):
+        for name, image in sample_images.items():
+            big = image.resize((image.width * 3, image.height * 3)).rotate(i * 7)
+            big.save(photos / f"{name}_{i:02d}.jpg", quality=88)
+    window = make_window([])
+    panel = window.library_panel
+
+    clock = QElapsedTimer()
+    gaps: list[int] = []
+    probe = QTimer()
+    probe.setInterval(10)
+
+    def tick() -> None:
+        gaps.append(clock.restart())
+
+    probe.timeout.connect(tick)
+    errors: list[str] = []
+    window.session.error_raised.connect(errors.append)
+    window.session.indexing_started.connect(lambda: (clock.start(), probe.start()))
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=120_000) as blocker:
+        window.add_folder(photos)
+    probe.stop()
+    assert blocker.args[0] is not None, errors
+    assert blocker.args[0].indexed == 120
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 120, timeout=10_000)
+    worst = max(gaps[1:])
+    print(f"UI thread: {len(gaps)} ticks, largest gap {worst} ms")
+    assert len(gaps) > 50
+    assert worst < 100, f"the UI thread stalled for {worst} ms"

@@ -1,0 +1,205 @@
+"""The main flow as a user lives it: first run, indexing, the grid, search, detail, errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from visuallens_app.gui.models import PhotoRole
+
+
+def _names(panel) -> list[str]:
+    return [item.path.name for item in panel.model.rows()]
+
+
+def _drop_folder(widget, folder: Path) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder))])
+    event = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    # Qt only routes Drop events that follow a real drag, so the handler is called directly.
+    widget.dropEvent(event)
+    assert event.isAccepted()
+
+
+def test_first_run_drop_a_folder_indexes_it_and_fills_the_grid(
+    qtbot, make_window, photo_dir: Path
+) -> None:
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    window = make_window([])
+    assert window.pages.currentWidget() is window.welcome
+
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=60_000):
+        _drop_folder(window.welcome, photo_dir)
+        assert window.pages.currentIndex() == 1  # straight to the library, indexing visible
+        assert window.indexing_bar.isVisible()
+
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    assert set(_names(panel)) == {
+        "chelsea.jpg",
+        "coffee.jpg",
+        "astronaut.jpg",
+        "rocket.jpg",
+        "motorcycle.jpg",
+    }
+    assert panel.grid.isVisible()
+    assert not window.indexing_bar.isVisible()
+    # The broken file is listed with its reason in the non-blocking failures dock.
+    qtbot.waitUntil(lambda: window.failures_button.isVisible(), timeout=5000)  # noqa: PLW0108
+    assert any(p.endswith("broken.jpg") for p in window.failures_dock.paths())
+    reason = window.failures_dock.tree.topLevelItem(0).text(1)
+    assert reason
+    window.failures_button.click()
+    assert window.failures_dock.isVisible()
+    assert window.session.settings.photo_folders == [str(photo_dir)]
+
+
+def test_search_cat_shows_chelsea_first_then_find_similar(qtbot, make_window, library_copy) -> None:
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+
+    qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert panel.search_box.hasFocus()
+    qtbot.keyClicks(panel.search_box, "cat")
+    qtbot.keyClick(panel.search_box, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: panel.model.mode == "results", timeout=20_000)
+    assert _names(panel)[0] == "chelsea.jpg"
+    assert "cat" in panel.results_label.text()
+
+    chelsea = panel.model.photo(0)
+    with qtbot.waitSignal(panel.model.rows_loaded, timeout=20_000):
+        panel.find_similar(chelsea)
+    names = _names(panel)
+    assert "chelsea.jpg" not in names  # the photo itself is left out
+    assert len(names) == 4
+
+    panel.show_all_button.click()
+    assert panel.model.mode == "browse"
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+
+
+def test_enter_opens_the_photo_and_arrows_step_through(qtbot, make_window, library_copy) -> None:
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    panel.grid.setFocus()
+    panel.grid.setCurrentIndex(panel.model.index(0))
+    qtbot.keyClick(panel.grid, Qt.Key.Key_Return)
+    assert panel.in_detail
+    first = panel.detail.item
+    assert first is not None and first.id == panel.model.data(panel.model.index(0), PhotoRole).id  # noqa: PT018
+    assert panel.detail.fields["Size"].text() == f"{first.record.width} × {first.record.height}"
+    qtbot.keyClick(panel.detail, Qt.Key.Key_Right)
+    assert panel.detail.item.id == panel.model.photo(1).id
+    qtbot.keyClick(panel.detail, Qt.Key.Key_Left)
+    assert panel.detail.item.id == first.id
+    # The full picture and the aspect words arrive from workers.
+    qtbot.waitUntil(lambda: panel.detail.aspects.text() not in ("", "…"), timeout=30_000)
+    qtbot.keyClick(panel.detail, Qt.Key.Key_Escape)
+    assert not panel.in_detail
+
+
+def test_zoom_keys_change_the_thumbnail_size(qtbot, make_window, library_copy) -> None:
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    before = panel.thumbnail_side
+    qtbot.keyClick(window, Qt.Key.Key_Equal, Qt.KeyboardModifier.ControlModifier)
+    assert panel.thumbnail_side > before
+    qtbot.keyClick(window, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(window, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+    assert panel.thumbnail_side < before
+
+
+def test_the_grid_pages_in_rows_as_the_view_asks(
+    qtbot, make_window, library_copy, monkeypatch
+) -> None:
+    from visuallens_app.gui import models
+
+    monkeypatch.setattr(models, "PAGE_SIZE", 2)
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=20_000)
+    pages: list[str] = []
+    window.session.runner.job_started.connect(lambda job: pages.append(job.key))
+    panel.show_all()
+    # The view asks for more rows (fetchMore) while its viewport is not full: page by page.
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5 and not panel.model.loading, timeout=10_000)
+    assert len([k for k in pages if k.startswith("grid-page")]) >= 3
+    assert not panel.model.canFetchMore()
+    newest = _names(panel)
+    panel.sort.setCurrentIndex(1)  # oldest first reverses the order
+    qtbot.waitUntil(lambda: _names(panel) == list(reversed(newest)), timeout=10_000)
+
+
+def test_thumbnails_load_off_the_ui_thread(qtbot, make_window, library_copy) -> None:
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    keys = [item.record.content_hash for item in panel.model.rows()]
+    for key, item in zip(keys, panel.model.rows(), strict=True):
+        window.session.thumbnails.get(key, item.thumbnail)
+    qtbot.waitUntil(
+        lambda: all(window.session.thumbnails.get(k, None) is not None for k in keys),
+        timeout=10_000,
+    )
+
+
+def test_a_missing_folder_shows_one_clear_banner(qtbot, make_window, tmp_path: Path) -> None:
+    window = make_window([])
+    window.add_folder(tmp_path / "no-such-folder")
+    assert window.banner.isVisible()
+    assert "does not exist" in window.banner.text
+    assert window.pages.currentWidget() is window.welcome  # nothing was added
+    assert window.session.settings.photo_folders == []
+
+
+def test_a_folder_that_went_away_is_reported_offline(qtbot, make_window, library_copy) -> None:
+    _library, photos = library_copy
+    shutil.rmtree(photos)
+    window = make_window([photos])
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=30_000)  # noqa: PLW0108
+    assert "not reachable" in window.banner.text
+    window.banner.close_button.click()
+    assert not window.banner.isVisible()
+
+
+def test_the_watcher_picks_up_a_new_photo(qtbot, make_window, library_copy, sample_images) -> None:
+    _library, photos = library_copy
+    window = make_window([photos], watch=True)
+    panel = window.library_panel
+    qtbot.waitUntil(
+        lambda: panel.model.rowCount() == 5 and not window.session.indexing, timeout=30_000
+    )
+    sample_images["coffee"].rotate(90).save(photos / "coffee-again.jpg", quality=80)
+    qtbot.waitUntil(lambda: "coffee-again.jpg" in _names(panel), timeout=30_000)
+
+
+def test_context_menu_offers_find_similar(qtbot, make_window, library_copy, monkeypatch) -> None:
+    from PySide6.QtWidgets import QMenu
+
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    shown: list[QMenu] = []
+    monkeypatch.setattr(QMenu, "popup", lambda self, _pos, _at=None: shown.append(self))
+    rect = panel.grid.visualRect(panel.model.index(0))
+    panel._context_menu(rect.center() if rect.isValid() else QPoint(20, 20))
+    assert shown
+    labels = [a.text() for a in shown[0].actions()]
+    assert "Find similar photos" in labels

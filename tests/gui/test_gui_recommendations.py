@@ -1,0 +1,82 @@
+"""Recommendations in the window: cards with evidence, the profile grid, catalog problems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def test_coffee_shop_recommendations_show_cards_with_evidence(
+    qtbot, make_window, library_copy
+) -> None:
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+
+    _library, photos = library_copy
+    window = make_window([photos])
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
+    panel = window.show_panel(RecommendationsPanel)
+    qtbot.waitUntil(lambda: panel.category.count() > 0, timeout=30_000)
+    assert panel.category.findText("coffee shop") >= 0
+    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
+        panel.set_category("coffee shop")
+    view = blocker.args[0]
+    assert view.category == "coffee shop"
+    assert panel.cards, panel.status.text()
+    first = panel.cards[0].card
+    assert first.name and first.score == max(c.card.score for c in panel.cards)  # noqa: PT018
+    assert any(card.card.evidence for card in panel.cards)  # explained by the user's own photos
+    evidence_names = {e.path.name for c in panel.cards for e in c.card.evidence}
+    assert evidence_names <= {p.name for p in photos.iterdir()}
+    assert panel.grid_image.pixmap() is not None and not panel.grid_image.pixmap().isNull()  # noqa: PT018
+
+
+def test_changing_category_cancels_the_previous_run(qtbot, make_window, library_copy) -> None:
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.show_panel(RecommendationsPanel)
+    qtbot.waitUntil(lambda: panel.category.count() > 1, timeout=30_000)
+    jobs = []
+    window.session.runner.job_started.connect(
+        lambda job: job.key == "recommend" and jobs.append(job)
+    )
+    panel.set_category("museum")
+    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
+        panel.set_category("bakery")
+    assert blocker.args[0].category == "bakery"
+    assert jobs[0].token.cancelled
+
+
+def test_a_bad_catalog_lists_its_problems_without_blocking(
+    qtbot, make_window, library_copy, tmp_path: Path
+) -> None:
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+
+    _library, photos = library_copy
+    folder = tmp_path / "my-catalog"
+    folder.mkdir()
+    good = {
+        "name": "Corner espresso bar",
+        "category": "coffee shop",
+        "description": "Tiny bar, strong espresso, cat on the windowsill.",
+    }
+    lines = [json.dumps(good), "{not json", json.dumps({"category": "coffee shop"})]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    window = make_window([photos])
+    panel = window.show_panel(RecommendationsPanel)
+    qtbot.waitUntil(lambda: panel.category.count() > 0, timeout=30_000)
+    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000):
+        panel.load_catalog(folder)
+    assert panel.problems_toggle.isVisible()
+    assert "2" in panel.problems_toggle.text()
+    panel.problems_toggle.click()
+    assert panel.problems.isVisible() and "line 2" in panel.problems.text()  # noqa: PT018
+    assert [c.card.name for c in panel.cards] == ["Corner espresso bar"]
+    assert window.session.settings.catalog_dir == str(folder)
+
+    empty = tmp_path / "empty-catalog"
+    empty.mkdir()
+    panel.load_catalog(empty)
+    qtbot.waitUntil(lambda: "could not be loaded" in panel.problems_toggle.text(), timeout=10_000)
+    assert [c.card.name for c in panel.cards] == ["Corner espresso bar"]  # the old one stays

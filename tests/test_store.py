@@ -1,0 +1,75 @@
+"""The store on its own: concurrent first opens, non-UTF-8 paths, filters."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from visuallens_app.library.paths import display_path, path_from_db, path_to_db
+from visuallens_app.library.store import NewPhoto, PhotoStore
+
+
+def test_many_threads_opening_a_new_library_at_once_all_succeed(tmp_path: Path) -> None:
+    """The GUI's indexer and grid open a brand-new library at the same moment on first run."""
+    for trial in range(5):
+        library = tmp_path / f"lib{trial}"
+        errors: list[BaseException] = []
+
+        def open_it(library: Path = library, errors: list[BaseException] = errors) -> None:
+            try:
+                with PhotoStore(library) as store:
+                    store.counts()
+            except BaseException as err:
+                errors.append(err)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+
+
+def test_names_that_are_not_utf8_round_trip_through_the_database(tmp_path: Path) -> None:
+    raw = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: not valid UTF-8
+    path = tmp_path / raw
+    stored = path_to_db(path)
+    stored.encode("utf-8")  # storable as SQLite text
+    assert path_from_db(stored) == path
+    assert "\\xe9" in display_path(path)
+    assert path_to_db(tmp_path / "naïve.jpg") == str(tmp_path / "naïve.jpg")  # readable as is
+
+
+def test_date_and_folder_filters(tmp_path: Path) -> None:
+    def photo(name: str, root: str, taken: str | None) -> NewPhoto:
+        return NewPhoto(
+            path=tmp_path / root / name,
+            root=tmp_path / root,
+            size=1,
+            mtime_ns=1,
+            content_hash=name,
+            width=1,
+            height=1,
+            format="JPEG",
+            taken_at=taken,
+        )
+
+    with PhotoStore(tmp_path / "lib") as store:
+        vectors = {n: np.ones(4, np.float32) for n in ("a", "b", "c")}
+        store.write_batch(
+            [
+                photo("a", "trip", "2024-05-01T10:00:00"),
+                photo("b", "trip", "2024-06-01T10:00:00"),
+                photo("c", "home", None),
+            ],
+            vectors,
+            "enc",
+        )
+        names = [p.path.name for p in store.list_photos(root=tmp_path / "trip")]
+        assert names == ["b", "a"]  # newest first
+        june = store.list_photos(date_from="2024-06-01", date_to="2024-06-01")
+        assert [p.path.name for p in june] == ["b"]
+        assert len(store.list_photos(newest_first=False)) == 3

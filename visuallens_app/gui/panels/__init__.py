@@ -1,0 +1,18 @@
+"""The one place panels are registered: the main window shows these, in this order.
+
+A new panel (the TLDR inspector, the steering studio) is one module with a :class:`Panel`
+subclass plus one line in :data:`PANELS`.
+"""
+
+from __future__ import annotations
+
+from visuallens_app.gui.panels.base import Panel
+from visuallens_app.gui.panels.library import LibraryPanel
+from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+
+PANELS: list[type[Panel]] = [
+    LibraryPanel,
+    RecommendationsPanel,
+]
+
+__all__ = ["PANELS", "Panel"]

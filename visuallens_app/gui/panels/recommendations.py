@@ -1,0 +1,374 @@
+"""Recommendations: pick a category, get ranked candidates explained by your own photos."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from visuallens_app.gui import tasks
+from visuallens_app.gui.panels.base import Panel
+from visuallens_app.gui.session import LibrarySession
+from visuallens_app.gui.tasks import CatalogInfo, RecommendationCard, RecommendationView
+
+EVIDENCE_SIDE = 72
+
+
+def pil_to_qimage(image: Any) -> QImage:
+    """A PIL RGB image as a QImage that owns its pixels."""
+    rgb = image.convert("RGB")
+    data = rgb.tobytes("raw", "RGB")
+    qimage = QImage(data, rgb.width, rgb.height, rgb.width * 3, QImage.Format.Format_RGB888)
+    return qimage.copy()
+
+
+def chips(words: list[tuple[str, float]], limit: int = 8) -> str:
+    """Aspect words as small rounded labels (rich text)."""
+    spans = [
+        f"<span style='background-color: rgba(127,127,127,0.22); border-radius: 6px;'>"
+        f"&nbsp;{html.escape(term)}&nbsp;</span>"
+        for term, _weight in words[:limit]
+    ]
+    return " ".join(spans)
+
+
+class RecommendationCardView(QFrame):
+    """One ranked candidate: name, score, why (matched aspects), and the photos behind it."""
+
+    def __init__(self, card: RecommendationCard, panel: RecommendationsPanel) -> None:
+        super().__init__()
+        self.card = card
+        self.setObjectName("Card")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        header = QHBoxLayout()
+        rank = QLabel(f"{card.rank}")
+        rank.setObjectName("CardRank")
+        rank.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        rank.setFixedSize(28, 28)
+        name = QLabel(f"<b>{html.escape(card.name)}</b>")
+        name.setObjectName("CardName")
+        name.setTextFormat(Qt.TextFormat.RichText)
+        rating = f" · ★ {card.rating:.1f}" if card.rating is not None else ""
+        score = QLabel(f"match {card.score:.2f}{rating}")
+        score.setObjectName("CardScore")
+        header.addWidget(rank)
+        header.addWidget(name, 1)
+        header.addWidget(score)
+        layout.addLayout(header)
+        if card.description:
+            description = QLabel(card.description)
+            description.setWordWrap(True)
+            description.setObjectName("CardDescription")
+            layout.addWidget(description)
+        if card.aspects:
+            aspects = QLabel("Matches what you photograph: " + chips(card.aspects))
+            aspects.setTextFormat(Qt.TextFormat.RichText)
+            aspects.setWordWrap(True)
+            aspects.setObjectName("CardAspects")
+            layout.addWidget(aspects)
+        self.evidence_labels: list[tuple[QLabel, tasks.EvidenceItem]] = []
+        if card.evidence:
+            row = QHBoxLayout()
+            row.setSpacing(4)
+            caption = QLabel("Because of:")
+            caption.setObjectName("CardEvidenceCaption")
+            row.addWidget(caption)
+            for evidence in card.evidence[:8]:
+                label = QLabel()
+                label.setFixedSize(EVIDENCE_SIDE, EVIDENCE_SIDE)
+                label.setObjectName("EvidencePhoto")
+                label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+                label.setToolTip(f"{evidence.path}\ncontribution {evidence.contribution:.3f}")
+                row.addWidget(label)
+                self.evidence_labels.append((label, evidence))
+            row.addStretch(1)
+            layout.addLayout(row)
+        self.refresh_thumbnails(panel)
+
+    def refresh_thumbnails(self, panel: RecommendationsPanel, key: str | None = None) -> None:
+        for label, evidence in self.evidence_labels:
+            if evidence.thumbnail is None or (key is not None and evidence.thumbnail.stem != key):
+                continue
+            pixmap = panel.session.thumbnails.get(evidence.thumbnail.stem, evidence.thumbnail)
+            if pixmap is not None:
+                label.setPixmap(
+                    pixmap.scaled(
+                        EVIDENCE_SIDE,
+                        EVIDENCE_SIDE,
+                        Qt.AspectRatioMode.KeepAspectRatioByExpanding,
+                        Qt.TransformationMode.SmoothTransformation,
+                    ).copy(0, 0, EVIDENCE_SIDE, EVIDENCE_SIDE)
+                )
+
+
+class RecommendationsPanel(Panel):
+    """Ranked catalog candidates for a category, each with the photos that support it."""
+
+    title = "Recommendations"
+    icon = "SP_FileDialogContentsView"
+
+    recommendations_shown = Signal(object)  # RecommendationView
+
+    def __init__(self, session: LibrarySession, parent: QWidget | None = None) -> None:
+        super().__init__(session, parent)
+        self.catalog_info: CatalogInfo | None = None
+        self.view: RecommendationView | None = None
+        self.cards: list[RecommendationCardView] = []
+
+        self.category = QComboBox()
+        self.category.setObjectName("CategoryCombo")
+        self.category.setMinimumContentsLength(16)
+        self.category.currentTextChanged.connect(self._category_changed)
+        self.catalog_label = QLabel()
+        self.catalog_label.setObjectName("CatalogLabel")
+        self.import_button = QPushButton("Import catalog folder…")
+        self.import_button.clicked.connect(self.choose_catalog)
+        self.default_button = QPushButton("Use shipped catalog")
+        self.default_button.clicked.connect(lambda: self.load_catalog(None))
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 50)
+        self.top_k.setValue(10)
+        self.top_k.setPrefix("top ")
+        self.top_k.valueChanged.connect(lambda _v: self.run())
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Recommend"))
+        top.addWidget(self.category)
+        top.addWidget(self.top_k)
+        top.addSpacing(16)
+        top.addWidget(self.catalog_label, 1)
+        top.addWidget(self.default_button)
+        top.addWidget(self.import_button)
+
+        self.problems_toggle = QToolButton()
+        self.problems_toggle.setObjectName("CatalogProblemsToggle")
+        self.problems_toggle.setCheckable(True)
+        self.problems_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.problems_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.problems_toggle.setAutoRaise(True)
+        self.problems_toggle.toggled.connect(self._toggle_problems)
+        self.problems = QLabel()
+        self.problems.setObjectName("CatalogProblems")
+        self.problems.setWordWrap(True)
+        self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.problems_toggle.hide()
+        self.problems.hide()
+
+        self.status = QLabel("Choose a category to see recommendations.")
+        self.status.setObjectName("RecommendationStatus")
+        self.status.setWordWrap(True)
+
+        self.cards_box = QWidget()
+        self.cards_layout = QVBoxLayout(self.cards_box)
+        self.cards_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.cards_box)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+
+        self.grid_title = QLabel("<b>Your profile</b>")
+        self.grid_image = QLabel()
+        self.grid_image.setObjectName("ProfileGrid")
+        self.grid_image.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
+        self.grid_image.setMinimumSize(240, 240)
+        self.grid_caption = QLabel(
+            "The photos closest to this category, best first: the 8×8 grid the lens reads."
+        )
+        self.grid_caption.setWordWrap(True)
+        self.profile_aspects = QLabel()
+        self.profile_aspects.setWordWrap(True)
+        self.profile_aspects.setTextFormat(Qt.TextFormat.RichText)
+        side = QWidget()
+        side.setMaximumWidth(480)
+        side_layout = QGridLayout(side)
+        side_layout.addWidget(self.grid_title, 0, 0)
+        side_layout.addWidget(self.grid_image, 1, 0)
+        side_layout.addWidget(self.grid_caption, 2, 0)
+        side_layout.addWidget(self.profile_aspects, 3, 0)
+        side_layout.setRowStretch(4, 1)
+
+        splitter = QSplitter()
+        splitter.addWidget(scroll)
+        splitter.addWidget(side)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setChildrenCollapsible(False)
+        scroll.setMinimumWidth(420)
+        splitter.setSizes([640, 460])
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 0)
+        layout.addLayout(top)
+        problems_row = QHBoxLayout()
+        problems_row.addWidget(self.problems_toggle)
+        problems_row.addStretch(1)
+        layout.addLayout(problems_row)
+        layout.addWidget(self.problems)
+        layout.addWidget(self.status)
+        layout.addWidget(splitter, 1)
+
+        session.thumbnails.thumbnail_ready.connect(self._thumbnail_ready)
+        session.encoder_ready.connect(lambda _r: self._maybe_run())
+        session.indexing_finished.connect(lambda _r: self._maybe_run())
+        self._loaded_once = False
+
+    # -- catalog ---------------------------------------------------------------------------
+    def activated(self) -> None:
+        if not self._loaded_once:
+            self._loaded_once = True
+            folder = self.session.settings.catalog_dir
+            self.load_catalog(Path(folder) if folder else None)
+
+    def choose_catalog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a catalog folder (items.jsonl or items.csv)"
+        )
+        if folder:
+            self.load_catalog(Path(folder))
+
+    def load_catalog(self, folder: Path | None) -> None:
+        """Load the shipped catalog (None) or a folder; problems are listed, never blocking."""
+        self._loaded_once = True
+        self.catalog_label.setText("Loading catalog…")
+        job = self.session.runner.start("catalog", lambda _ctx: tasks.load_catalog(folder))
+        job.succeeded.connect(lambda info: self._on_catalog(info, folder))
+        job.failed.connect(self._on_catalog_failed)
+
+    def _on_catalog(self, info: CatalogInfo, folder: Path | None) -> None:
+        self.catalog_info = info
+        self.session.settings.catalog_dir = str(folder) if folder else ""
+        self.session.save_settings()
+        catalog = info.catalog
+        where = "shipped catalog" if info.shipped else f"catalog “{catalog.name}”"
+        self.catalog_label.setText(f"From the {where}: {len(catalog.items)} places and things")
+        self._show_problems(info.problems)
+        current = self.category.currentText()
+        self.category.blockSignals(True)
+        self.category.clear()
+        self.category.addItems(catalog.categories())
+        index = self.category.findText(current)
+        self.category.setCurrentIndex(max(0, index))
+        self.category.blockSignals(False)
+        self.run()
+
+    def _on_catalog_failed(self, message: str) -> None:
+        self.catalog_label.setText("No catalog loaded")
+        self._show_problems([message], title="The catalog could not be loaded")
+
+    def _show_problems(self, problems: list[str], title: str = "") -> None:
+        if not problems:
+            self.problems_toggle.hide()
+            self.problems.hide()
+            return
+        title = title or f"{len(problems)} catalog lines were skipped or partly used"
+        self.problems_toggle.setText(title)
+        self.problems.setText("\n".join(f"• {p}" for p in problems[:200]))
+        self.problems_toggle.show()
+        self.problems_toggle.setChecked(False)
+        self._toggle_problems(False)
+
+    def _toggle_problems(self, shown: bool) -> None:
+        self.problems.setVisible(shown)
+        self.problems_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        )
+
+    # -- running -----------------------------------------------------------------------------
+    def set_category(self, category: str) -> None:
+        index = self.category.findText(category, Qt.MatchFlag.MatchFixedString)
+        if index >= 0:
+            self.category.setCurrentIndex(index)
+
+    def _category_changed(self, _text: str) -> None:
+        self.run()
+
+    def _maybe_run(self) -> None:
+        if self.catalog_info is not None and self.isVisible():
+            self.run()
+
+    def run(self) -> None:
+        """Rank the current category; a new run cancels the one still going."""
+        info = self.catalog_info
+        category = self.category.currentText()
+        if info is None or not category:
+            return
+        encoder = self.session.encoder
+        if encoder is None:
+            self.status.setText("The model is still loading; recommendations follow in a moment.")
+            return
+        directory = self.session.library_dir
+        k, w = self.top_k.value(), self.session.settings.retrieval_size
+        self.status.setText(f"Looking through your photos for {category}…")
+        job = self.session.runner.start(
+            "recommend",
+            lambda ctx: tasks.recommend(
+                directory, encoder, category, info.catalog, k, w, ctx.cancel
+            ),
+        )
+        job.succeeded.connect(self._show)
+        job.failed.connect(self._failed)
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+        self._clear_cards()
+
+    def _clear_cards(self) -> None:
+        for card in self.cards:
+            card.setParent(None)
+            card.deleteLater()
+        self.cards = []
+
+    def _show(self, view: RecommendationView) -> None:
+        self.view = view
+        self._clear_cards()
+        for card in view.cards:
+            widget = RecommendationCardView(card, self)
+            self.cards_layout.insertWidget(self.cards_layout.count() - 1, widget)
+            self.cards.append(widget)
+        notes = " ".join(view.notes)
+        self.status.setText(
+            f"{len(view.cards)} {view.category} picks, based on {view.retrieved} of your "
+            f"photos. {notes}".strip()
+            if view.cards
+            else f"No {view.category} candidates in this catalog. {notes}".strip()
+        )
+        if view.grid is not None:
+            pixmap = QPixmap.fromImage(pil_to_qimage(view.grid))
+            self.grid_image.setPixmap(
+                pixmap.scaled(
+                    min(440, pixmap.width()),
+                    min(440, pixmap.height()),
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
+            )
+            self._grid_pixmap = pixmap
+        else:
+            self.grid_image.clear()
+        self.grid_title.setText(f"<b>Your {html.escape(view.category)} profile</b>")
+        self.profile_aspects.setText(
+            "Your photos show: " + chips(view.profile_aspects, 12) if view.profile_aspects else ""
+        )
+        self.recommendations_shown.emit(view)
+
+    def _thumbnail_ready(self, key: str) -> None:
+        for card in self.cards:
+            card.refresh_thumbnails(self, key)

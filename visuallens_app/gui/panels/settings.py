@@ -1,0 +1,233 @@
+"""The Settings dialog: photo folders, library location, encoder, CLIP weights, device, w."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from visuallens_app.gui import tasks
+from visuallens_app.gui.session import LibrarySession
+from visuallens_app.gui.workers import Job
+from visuallens_app.jobs import Progress
+from visuallens_app.settings import default_library_dir
+
+ENCODERS = [
+    ("auto", "Automatic: CLIP when its weights are here, else the embedded encoder"),
+    ("embedded", "Embedded (offline, small, always available)"),
+    ("clip", "CLIP ViT-B-32 (better; needs its weights)"),
+]
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+class SettingsDialog(QDialog):
+    """Edits the session's settings; OK saves them and applies what changed."""
+
+    def __init__(self, session: LibrarySession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.setWindowTitle("Settings")
+        self.setObjectName("SettingsDialog")
+        self.setMinimumWidth(620)
+        settings = session.settings
+
+        folders_box = QGroupBox("Photo folders")
+        self.folders = QListWidget()
+        self.folders.setObjectName("FolderList")
+        self.folders.addItems(settings.photo_folders)
+        add = QPushButton("Add folder…")
+        add.clicked.connect(self._add_folder)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(self._remove_folder)
+        buttons = QVBoxLayout()
+        buttons.addWidget(add)
+        buttons.addWidget(remove)
+        buttons.addStretch(1)
+        row = QHBoxLayout(folders_box)
+        row.addWidget(self.folders, 1)
+        row.addLayout(buttons)
+
+        self.library = QLineEdit(settings.library_dir)
+        self.library.setPlaceholderText(str(default_library_dir()))
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._choose_library)
+        library_row = QHBoxLayout()
+        library_row.addWidget(self.library, 1)
+        library_row.addWidget(browse)
+
+        self.encoder = QComboBox()
+        for value, label in ENCODERS:
+            self.encoder.addItem(label, value)
+        index = self.encoder.findData(settings.encoder)
+        if index < 0:
+            self.encoder.addItem(settings.encoder, settings.encoder)
+            index = self.encoder.count() - 1
+        self.encoder.setCurrentIndex(index)
+        self.encoder_reason = QLabel(self._reason_text())
+        self.encoder_reason.setObjectName("EncoderReason")
+        self.encoder_reason.setWordWrap(True)
+        self.download = QPushButton("Download CLIP weights")
+        self.download.clicked.connect(self.download_clip)
+        self.download_bar = QProgressBar()
+        self.download_bar.hide()
+        self.download_status = QLabel()
+        self.download_status.setObjectName("DownloadStatus")
+        self.download_status.setWordWrap(True)
+        download_row = QHBoxLayout()
+        download_row.addWidget(self.download)
+        download_row.addWidget(self.download_bar, 1)
+
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(settings.device if settings.device in DEVICES else "auto")
+        self.retrieval = QSpinBox()
+        self.retrieval.setRange(8, 1024)
+        self.retrieval.setValue(settings.retrieval_size)
+        self.retrieval.setToolTip("How many of your photos the lens keeps per category (w)")
+
+        model_box = QGroupBox("Model")
+        form = QFormLayout(model_box)
+        form.addRow("Encoder:", self.encoder)
+        form.addRow("", self.encoder_reason)
+        form.addRow("", download_row)
+        form.addRow("", self.download_status)
+        form.addRow("Device:", self.device)
+        form.addRow("Photos per category (w):", self.retrieval)
+        library_box = QGroupBox("Library")
+        library_form = QFormLayout(library_box)
+        library_form.addRow("Location:", library_row)
+        library_form.addRow("", QLabel("The index and thumbnails; your photos are never moved."))
+
+        box = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(folders_box)
+        layout.addWidget(library_box)
+        layout.addWidget(model_box)
+        layout.addWidget(box)
+        self._download_job: Job | None = None
+
+    def _reason_text(self) -> str:
+        if self.session.encoder_reason:
+            return "Active: " + self.session.encoder_reason
+        if self.session.encoder_error:
+            return "Not loaded: " + self.session.encoder_error
+        return "The model is loading…"
+
+    # -- folders -----------------------------------------------------------------------------
+    def folder_list(self) -> list[str]:
+        return [self.folders.item(i).text() for i in range(self.folders.count())]
+
+    def add_folder_path(self, folder: str) -> None:
+        if folder and folder not in self.folder_list():
+            self.folders.addItem(folder)
+
+    def _add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a photo folder")
+        self.add_folder_path(folder)
+
+    def _remove_folder(self) -> None:
+        for item in self.folders.selectedItems():
+            self.folders.takeItem(self.folders.row(item))
+
+    def _choose_library(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Where to keep the library")
+        if folder:
+            self.library.setText(folder)
+
+    # -- CLIP weights --------------------------------------------------------------------------
+    def download_clip(self) -> None:
+        self.download.setEnabled(False)
+        self.download_bar.show()
+        self.download_bar.setRange(0, 0)
+        self.download_status.setText("Downloading…")
+        job = self.session.runner.start("download-clip", tasks.download_clip)
+        job.progress_changed.connect(self._download_progress)
+        job.succeeded.connect(self._download_done)
+        job.failed.connect(self._download_failed)
+        job.cancelled.connect(lambda: self._download_failed("Download cancelled."))
+        self._download_job = job
+
+    def _download_progress(self, progress: Progress) -> None:
+        if progress.total > 0:
+            self.download_bar.setRange(0, 1000)
+            self.download_bar.setValue(int(1000 * progress.fraction))
+            self.download_status.setText(
+                f"{progress.done / 1e6:.0f} of {progress.total / 1e6:.0f} MB"
+            )
+
+    def _download_done(self, path: Path) -> None:
+        self.download.setEnabled(True)
+        self.download_bar.hide()
+        self.download_status.setText(
+            f"CLIP weights saved ({Path(path).name}). "
+            "Choose “Automatic” or CLIP and press OK to use them."
+        )
+        from visuallens_app.models.registry import clear_encoder_cache
+
+        clear_encoder_cache()
+
+    def _download_failed(self, message: str) -> None:
+        self.download.setEnabled(True)
+        self.download_bar.hide()
+        self.download_status.setText(message)
+
+    def reject(self) -> None:
+        if self._download_job is not None:
+            self._download_job.cancel()
+        super().reject()
+
+    # -- apply ---------------------------------------------------------------------------------
+    def accept(self) -> None:
+        """Save, then apply: new folders are indexed, removed ones forgotten, a new model loaded."""
+        session = self.session
+        settings = session.settings
+        old_folders = list(settings.photo_folders)
+        new_folders = self.folder_list()
+        model_changed = (
+            self.encoder.currentData() != settings.encoder
+            or self.device.currentText() != settings.device
+        )
+        new_library = self.library.text().strip()
+        settings.encoder = self.encoder.currentData()
+        settings.device = self.device.currentText()
+        settings.retrieval_size = self.retrieval.value()
+        session.save_settings()
+        session.move_library(new_library)
+        for folder in old_folders:
+            if folder not in new_folders:
+                session.remove_folder(Path(folder))
+        for folder in new_folders:
+            if folder not in old_folders:
+                session.add_folder(Path(folder))
+        if model_changed:
+            session.load_encoder()
+        if self._download_job is not None:
+            self._download_job.cancel()
+        super().accept()
+
+
+def open_settings(session: LibrarySession, parent: QWidget | None = None) -> SettingsDialog:
+    dialog = SettingsDialog(session, parent)
+    dialog.setWindowModality(Qt.WindowModality.WindowModal)
+    return dialog

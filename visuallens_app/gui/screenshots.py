@@ -1,0 +1,121 @@
+"""``python -m visuallens_app.gui.screenshots OUT_DIR [PHOTO_FOLDER]``: the main views as PNGs.
+
+Indexes the photo folder (default: scikit-image's sample photos) into a throwaway library with
+the real encoder, then grabs the library grid, a search, the detail view and recommendations.
+Used by ``make screenshots`` and to look at the app after a change.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _sample_folder(folder: Path) -> Path:
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [
+        "chelsea",
+        "coffee",
+        "astronaut",
+        "rocket",
+        "motorcycle_left",
+        "cat",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+        "colorwheel",
+        "coins",
+        "camera",
+    ]
+    for name in names:
+        try:
+            array = np.asarray(getattr(skimage.data, name)())
+        except Exception:
+            continue
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        Image.fromarray(array[..., :3].astype(np.uint8)).save(folder / f"{name}.jpg", quality=90)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = Path(args[0] if args else "docs/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="visuallens-shots-"))
+    os.environ["VISUALLENS_LIBRARY"] = str(work / "library")
+    os.environ["VISUALLENS_CONFIG_DIR"] = str(work / "config")
+    os.environ.setdefault("VISUALLENS_CACHE_DIR", str(work / "cache"))
+    photos = Path(args[1]) if len(args) > 1 else _sample_folder(work / "photos")
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from visuallens_app.gui.main_window import MainWindow
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+    from visuallens_app.gui.session import LibrarySession
+    from visuallens_app.gui.theme import apply_theme
+    from visuallens_app.settings import Settings
+
+    app = QApplication.instance() or QApplication([])
+    dark = os.environ.get("VISUALLENS_THEME") == "dark"
+    apply_theme(app, dark=dark)
+    suffix = "-dark" if dark else ""
+    session = LibrarySession(Settings(encoder="embedded"), watch=False)
+    window = MainWindow(session)
+    window.resize(1280, 800)
+    window.show()
+    window.grab().save(str(out / f"welcome{suffix}.png"))
+    panel = window.library_panel
+    steps: list = []
+
+    def shot(name: str) -> None:
+        app.processEvents()
+        window.grab().save(str(out / f"{name}{suffix}.png"))
+        print("saved", out / f"{name}{suffix}.png")
+
+    def next_step() -> None:
+        if steps:
+            steps.pop(0)()
+        else:
+            window.close()
+            app.quit()
+
+    def after(ms: int) -> None:
+        QTimer.singleShot(ms, next_step)
+
+    def indexed(_report) -> None:
+        if not session.indexing:
+            after(2500)
+
+    steps += [
+        lambda: (shot("library"), panel.search("a cat"), after(3000)),
+        lambda: (shot("search"), panel.open_row(0), after(2500)),
+        lambda: (
+            shot("detail"),
+            panel.close_detail(),
+            window.show_panel(RecommendationsPanel),
+            after(6000),
+        ),
+        lambda: (window.panel(RecommendationsPanel).set_category("coffee shop"), after(8000)),
+        lambda: (shot("recommendations"), window.failures_dock.show(), after(500)),
+        lambda: (shot("failures"), after(10)),
+    ]
+    session.indexing_finished.connect(indexed)
+    session.start()
+    window.add_folder(photos)
+    QTimer.singleShot(600, lambda: shot("indexing"))
+    QTimer.singleShot(300_000, app.quit)
+    app.exec()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,443 @@
+"""The core calls the GUI makes, as plain functions run on worker threads (no Qt in here).
+
+Each task opens its own :class:`PhotoStore` (a store belongs to the thread that opened it; WAL
+lets these readers run while the indexer writes) and returns plain records that Qt item models
+wrap. Heavy modules are imported inside the functions, so importing the GUI stays cheap and the
+window appears before torch loads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visuallens_app.errors import Cancelled, CatalogError, LibraryError
+from visuallens_app.jobs import CancelToken, Progress
+
+#: Results a text or similar-photo search returns.
+SEARCH_K = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoItem:
+    """One photo as a grid row: the store record, its thumbnail file, and a score in results."""
+
+    record: Any  # visuallens_app.library.store.PhotoRecord
+    thumbnail: Path
+    score: float | None = None
+
+    @property
+    def id(self) -> int:
+        return int(self.record.id)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.record.path)
+
+
+@dataclass(frozen=True, slots=True)
+class BrowseQuery:
+    """What the library grid shows: folder filter, capture-date range (ISO dates), sort order."""
+
+    root: Path | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    newest_first: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LibrarySummary:
+    roots: list[Path]
+    counts: dict[str, int]
+    failures: list[tuple[str, str]]
+
+
+class SerialEncoder:
+    """Lets one loaded model serve every worker, one call at a time (one job per model).
+
+    Indexing encodes batch by batch, so a search waits at most for one batch.
+    """
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return str(self._encoder.id)
+
+    @property
+    def dim(self) -> int:
+        return int(self._encoder.dim)
+
+    @property
+    def input_size(self) -> int:
+        return int(self._encoder.input_size)
+
+    def encode_images(self, images: Sequence[Any]) -> Any:
+        with self._lock:
+            return self._encoder.encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> Any:
+        with self._lock:
+            return self._encoder.encode_texts(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+
+_opened: set[str] = set()
+_first_open = threading.Lock()
+
+
+def _open(library_dir: Path) -> Any:
+    """Open the store; the first open of a library in this process is done by one thread.
+
+    Two first-ever opens at once (the indexer and the grid's first page) race on creating the
+    schema ("table roots already exists") and on switching the new database to WAL, which
+    SQLite answers with an immediate "database is locked" instead of waiting on the busy
+    timeout. Another process (the CLI) can still race, hence the short retry on "locked".
+    """
+    key = os.path.abspath(library_dir)
+    if key not in _opened:
+        with _first_open:
+            store = _open_retrying(library_dir)
+            _opened.add(key)
+            return store
+    return _open_retrying(library_dir)
+
+
+def _open_retrying(library_dir: Path) -> Any:
+    import time
+
+    from visuallens_app.library.store import PhotoStore
+
+    for attempt in range(20):
+        try:
+            return PhotoStore(library_dir)
+        except LibraryError as err:
+            if "locked" not in str(err) or attempt == 19:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def open_store(library_dir: Path) -> Iterator[Any]:
+    store = _open(library_dir)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _items(
+    store: Any, records: Sequence[Any], scores: Sequence[float] | None = None
+) -> list[PhotoItem]:
+    thumbs = store.thumbnails
+    if scores is None:
+        return [PhotoItem(r, thumbs.path_for(r.content_hash)) for r in records]
+    return [
+        PhotoItem(r, thumbs.path_for(r.content_hash), s)
+        for r, s in zip(records, scores, strict=True)
+    ]
+
+
+# -- encoder ----------------------------------------------------------------------------------
+
+
+def load_encoder(name: str, device: str) -> tuple[SerialEncoder, str]:
+    """Load the configured encoder (torch imports happen here, off the UI thread)."""
+    from visuallens_app.models.registry import load_encoder as load
+
+    choice = load(name or "auto", device=device or "auto")
+    return SerialEncoder(choice.encoder), choice.reason
+
+
+def download_clip(ctx: Any) -> Generator[Progress, None, Path]:
+    """Fetch the default CLIP weights, reporting bytes as progress; cancellable between chunks."""
+    from visuallens_app.models.registry import download_clip_weights
+
+    def progress(done: int, total: int | None) -> None:
+        if ctx.cancel.cancelled:
+            raise Cancelled
+        ctx.report(Progress(done, total or 0, "Downloading CLIP weights", stage="download"))
+
+    path = download_clip_weights(None, None, progress)
+    return path
+    yield  # pragma: no cover - makes this a generator, so the runner treats it as a long job
+
+
+# -- library --------------------------------------------------------------------------------
+
+
+def summary(library_dir: Path) -> LibrarySummary:
+    from visuallens_app.library.paths import display_path
+
+    with open_store(library_dir) as store:
+        return LibrarySummary(
+            roots=store.roots(),
+            counts=store.counts(),
+            failures=[(display_path(p), why) for p, why in store.failures()],
+        )
+
+
+def page(library_dir: Path, query: BrowseQuery, offset: int, limit: int) -> list[PhotoItem]:
+    """One page of the library grid, in the query's order."""
+    with open_store(library_dir) as store:
+        records = store.list_photos(
+            root=query.root,
+            date_from=query.date_from,
+            date_to=query.date_to,
+            newest_first=query.newest_first,
+            limit=limit,
+            offset=offset,
+        )
+        return _items(store, records)
+
+
+def index(
+    library_dir: Path, encoder: Any, roots: Sequence[Path], cancel: CancelToken
+) -> Generator[Progress, None, Any]:
+    """Bring the library up to date with ``roots`` (the core generator, with its own store)."""
+    from visuallens_app.library.indexer import index_folders
+
+    with open_store(library_dir) as store:
+        report = yield from index_folders(store, encoder, list(roots), cancel=cancel)
+    return report
+
+
+def forget_folder(library_dir: Path, root: Path) -> int:
+    with open_store(library_dir) as store:
+        return int(store.remove_root(root))
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+def search_text(library_dir: Path, encoder: Any, text: str, k: int = SEARCH_K) -> list[PhotoItem]:
+    from visuallens_app.library.search import PhotoSearch
+
+    with open_store(library_dir) as store:
+        hits = PhotoSearch(store, encoder).text(text, k)
+        return _items(store, [h.photo for h in hits], [h.score for h in hits])
+
+
+def search_similar(
+    library_dir: Path, encoder: Any, path: Path, k: int = SEARCH_K
+) -> list[PhotoItem]:
+    from visuallens_app.library.search import PhotoSearch
+
+    with open_store(library_dir) as store:
+        hits = PhotoSearch(store, encoder).similar(path, k)
+        return _items(store, [h.photo for h in hits], [h.score for h in hits])
+
+
+_aspect_spaces: dict[tuple[str, str, str], Any] = {}
+_aspect_lock = threading.Lock()
+
+
+def photo_aspects(
+    library_dir: Path, encoder: Any, photo_id: int, k: int = 8
+) -> list[tuple[str, float]]:
+    """Aspect words for one photo from the lens (zero-shot against the shipped vocabulary)."""
+    try:
+        from visuallens_app.lens.aspects import AspectSpace
+        from visuallens_app.lens.history import History
+        from visuallens_app.lens.vocabulary import AspectVocabulary
+    except ImportError:
+        return []
+    with open_store(library_dir) as store:
+        history = History.from_store(store, encoder.id)
+        rows = [i for i, pid in enumerate(history.ids) if int(pid) == photo_id]
+        if not rows:
+            return []
+        key = (str(library_dir), encoder.id, store.fingerprint(encoder.id))
+        with _aspect_lock:
+            space = _aspect_spaces.get(key)
+            if space is None:
+                space = AspectSpace.build(AspectVocabulary.load(), encoder, history, db=store.db)
+                _aspect_spaces.clear()
+                _aspect_spaces[key] = space
+        terms, scores = space.top(history.vectors[rows[0] : rows[0] + 1], k)
+    return [(space.terms[int(t)], float(s)) for t, s in zip(terms[0], scores[0], strict=True)]
+
+
+# -- recommendations -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogInfo:
+    catalog: Any  # visuallens_app.lens.catalog.Catalog
+    problems: list[str]
+    shipped: bool
+
+
+def load_catalog(folder: Path | None) -> CatalogInfo:
+    """The shipped catalog (``folder`` None) or one the user imported, with its problems listed."""
+    from visuallens_app.lens import catalog as catalogs
+
+    if folder is None:
+        loader = getattr(catalogs, "load_default_catalog", None)
+        if loader is None:
+            raise CatalogError("This build ships no default catalog; import a catalog folder.")
+        loaded = loader()
+        shipped = True
+    else:
+        loader = getattr(catalogs, "load_catalog", None)
+        if loader is None:
+            raise CatalogError("Catalog import is not available in this build.")
+        loaded = loader(Path(folder))
+        shipped = False
+    catalog = getattr(loaded, "catalog", loaded)
+    problems = [str(p) for p in getattr(loaded, "problems", ())]
+    if not catalog.items:
+        raise CatalogError(f"The catalog at {catalog.root} has no usable items.")
+    return CatalogInfo(catalog, problems, shipped)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceItem:
+    photo_id: int
+    path: Path
+    thumbnail: Path | None
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationCard:
+    rank: int
+    name: str
+    description: str
+    score: float
+    aspects: list[tuple[str, float]]
+    evidence: list[EvidenceItem]
+    url: str | None = None
+    rating: float | None = None
+
+
+@dataclass(slots=True)
+class RecommendationView:
+    category: str
+    cards: list[RecommendationCard]
+    grid: Any  # PIL image of the 8x8 profile grid, or None
+    profile_aspects: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    retrieved: int = 0
+
+
+def _lens_config(retrieval_size: int) -> Any:
+    """The pipeline's config object with the user's w, whatever the pipeline calls it."""
+    import dataclasses
+
+    from visuallens_app.lens import pipeline
+
+    for name in ("LensConfig", "RecommendConfig", "RecommenderConfig", "PipelineConfig", "Config"):
+        cls = getattr(pipeline, name, None)
+        if cls is None:
+            continue
+        try:
+            config = cls()
+        except TypeError:
+            continue
+        if dataclasses.is_dataclass(config):
+            for attr in ("retrieval_size", "w", "history_size"):
+                if any(f.name == attr for f in dataclasses.fields(config)):
+                    return dataclasses.replace(config, **{attr: retrieval_size})  # type: ignore[type-var]
+        return config
+    return None
+
+
+def recommend(  # noqa: PLR0917
+    library_dir: Path,
+    encoder: Any,
+    category: str,
+    catalog: Any,
+    k: int,
+    retrieval_size: int,
+    cancel: CancelToken,
+) -> RecommendationView:
+    """Rank the catalog's items of ``category`` for this library, with evidence and the grid."""
+    from PIL import Image
+
+    from visuallens_app.lens.pipeline import Recommender
+
+    with open_store(library_dir) as store:
+        config = _lens_config(retrieval_size)
+        recommender = Recommender(store, encoder)
+        result = recommender.recommend(category, catalog, k, config, cancel=cancel)
+        cancel.check()
+        cards: list[RecommendationCard] = []
+        records_needed: set[int] = set()
+        for rec in result.recommendations:
+            for ev in rec.evidence:
+                records_needed.add(int(_first(ev, "photo_id", "id", "photo")))
+        history = recommender.history()
+        retrieved_ids = [
+            int(history.ids[int(i)]) for i in result.retrieved if 0 <= int(i) < len(history.ids)
+        ]
+        records = store.photos_by_id(sorted(records_needed | set(retrieved_ids)))
+        thumbs = store.thumbnails
+        for rank, rec in enumerate(result.recommendations, start=1):
+            evidence = []
+            for ev in rec.evidence:
+                pid = int(_first(ev, "photo_id", "id", "photo"))
+                record = records.get(pid)
+                evidence.append(
+                    EvidenceItem(
+                        pid,
+                        Path(getattr(ev, "path", record.path if record else "")),
+                        thumbs.path_for(record.content_hash) if record else None,
+                        float(getattr(ev, "contribution", 0.0)),
+                    )
+                )
+            item = rec.item
+            cards.append(
+                RecommendationCard(
+                    rank=rank,
+                    name=item.name,
+                    description=item.description,
+                    score=float(rec.score),
+                    aspects=[(str(t), float(w)) for t, w in rec.aspects],
+                    evidence=evidence,
+                    url=getattr(item, "url", None),
+                    rating=getattr(item, "rating", None),
+                )
+            )
+        cancel.check()
+        grid = None
+        images = []
+        for pid in retrieved_ids[:64]:
+            record = records.get(pid)
+            if record is None:
+                continue
+            thumb = thumbs.path_for(record.content_hash)
+            try:
+                with Image.open(thumb) as im:
+                    images.append(im.convert("RGB"))
+            except OSError:
+                continue
+        if images:
+            from visuallens_app.lens.grid import build_grid
+
+            grid = build_grid(images)
+        return RecommendationView(
+            category=category,
+            cards=cards,
+            grid=grid,
+            profile_aspects=[(str(t), float(w)) for t, w in getattr(result, "profile_aspects", ())],
+            notes=[str(n) for n in getattr(result, "notes", ())],
+            retrieved=len(retrieved_ids),
+        )
+
+
+def _first(obj: Any, *names: str) -> Any:
+    for name in names:
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    raise AttributeError(names[0])

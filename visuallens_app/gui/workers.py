@@ -1,0 +1,294 @@
+"""A small job runner: core generators on a QThreadPool, with only signals crossing threads.
+
+A task is a plain callable ``task(ctx) -> result`` where ``ctx`` is a :class:`JobContext` (its
+CancelToken and a ``report(progress)`` callable). When the task returns a generator (every long
+core job is one), the runner drives it, forwarding each yielded Progress as a signal throttled to
+about ten per second, and takes the generator's return value as the result.
+
+Keyed jobs: starting a job under a key that is still running cancels the older one, whose late
+result is dropped; that is how a new search supersedes the previous one. On quit,
+:meth:`JobRunner.shutdown` cancels everything and waits. :func:`wait_for_all_pools` lets tests
+assert that no worker thread is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Generator
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from visuallens_app.errors import Cancelled, VisualLensError
+from visuallens_app.jobs import CancelToken, Progress
+
+log = logging.getLogger(__name__)
+
+#: Minimum seconds between two progress signals of one job.
+PROGRESS_INTERVAL = 0.1
+
+_pools: weakref.WeakSet[QThreadPool] = weakref.WeakSet()
+
+
+def register_pool(pool: QThreadPool) -> QThreadPool:
+    """Remember a pool so that :func:`wait_for_all_pools` can check it drained."""
+    _pools.add(pool)
+    return pool
+
+
+def wait_for_all_pools(timeout_ms: int = 10_000) -> bool:
+    """Wait until every registered pool is idle; False if one still has a running thread."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    for pool in list(_pools):
+        left = max(0, int((deadline - time.monotonic()) * 1000))
+        if not pool.waitForDone(left):
+            return False
+    return all(pool.activeThreadCount() == 0 for pool in list(_pools))
+
+
+#: Niceness of worker threads: background work yields the CPU to the UI thread first.
+WORKER_NICENESS = 10
+_niced = threading.local()
+
+
+def lower_thread_priority(niceness: int = WORKER_NICENESS) -> None:
+    """Make the calling worker thread nicer than the UI thread (Linux: per-thread nice).
+
+    Threads it starts later (the indexer's decoders, torch's pool when the model loads here)
+    inherit it. Elsewhere a no-op: Qt's thread priorities do not apply to ordinary threads.
+    """
+    if getattr(_niced, "value", 0) >= niceness:
+        return
+    _niced.value = niceness
+    import os
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            if current < niceness:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:
+            pass
+
+
+class JobContext:
+    """What a task sees of its job: the cancel token and a thread-safe progress reporter."""
+
+    def __init__(self, cancel: CancelToken, report: Callable[[Progress], None]) -> None:
+        self.cancel = cancel
+        self.report = report
+
+
+class Job(QObject):
+    """One run of a task. Lives on the UI thread; its public signals are emitted there.
+
+    The worker emits private signals that are connected when the job is made, so they are
+    queued to the UI thread whatever the timing, and re-emitted there as the public ones: a
+    caller that connects right after :meth:`JobRunner.start` never misses an outcome, even when
+    the task finished before it connected.
+    """
+
+    progress_changed = Signal(object)  # Progress
+    succeeded = Signal(object)  # the task's result
+    failed = Signal(str)  # one sentence for the user
+    cancelled = Signal()
+    finished = Signal()  # always last, whatever the outcome
+
+    _progressed = Signal(object)
+    _ended = Signal(str, object)
+
+    def __init__(
+        self, key: str, task: Callable[[JobContext], Any], parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.key = key
+        self.task = task
+        self.token = CancelToken()
+        self.done = False
+        self.outcome = ""
+        self._last_emit = 0.0
+        self._progressed.connect(self._relay_progress)
+        self._ended.connect(self._relay_end)
+
+    # -- controls (UI thread) --------------------------------------------------------------
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def pause(self) -> None:
+        self.token.pause()
+
+    def resume(self) -> None:
+        self.token.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self.token.paused
+
+    def _relay_progress(self, progress: Progress) -> None:
+        if not self.done:
+            self.progress_changed.emit(progress)
+
+    def _relay_end(self, outcome: str, value: Any) -> None:
+        self.outcome = outcome
+        if outcome == "succeeded":
+            self.succeeded.emit(value)
+        elif outcome == "failed":
+            self.failed.emit(value)
+        else:
+            self.cancelled.emit()
+        self.done = True
+        self.finished.emit()
+
+    # -- worker side -----------------------------------------------------------------------
+    def _report(self, progress: Progress, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_emit >= PROGRESS_INTERVAL:
+            self._last_emit = now
+            self._progressed.emit(progress)
+
+    def _run(self) -> None:
+        self._ended.emit(*self._outcome())
+
+    def _outcome(self) -> tuple[str, Any]:
+        ctx = JobContext(self.token, self._report)
+        if self.token.cancelled:  # superseded before it got a thread
+            return "cancelled", None
+        try:
+            result = self.task(ctx)
+            if isinstance(result, Generator):
+                result = self._drive(result)
+        except Cancelled:
+            return "cancelled", None
+        except VisualLensError as err:
+            return ("cancelled", None) if self.token.cancelled else ("failed", str(err))
+        except MemoryError:
+            return "failed", "Not enough memory to finish; close other programs and try again."
+        except OSError as err:
+            if self.token.cancelled:
+                return "cancelled", None
+            return "failed", _os_error_sentence(err)
+        except Exception as err:
+            log.error("Job %s failed:\n%s", self.key, traceback.format_exc())
+            return (
+                "failed",
+                f"Something went wrong ({type(err).__name__}: {err}); the details are in the log.",
+            )
+        if self.token.cancelled or getattr(result, "cancelled", False) is True:
+            return "cancelled", None
+        return "succeeded", result
+
+    def _drive(self, gen: Generator[Progress, None, Any]) -> Any:
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(progress, Progress):
+                self._report(progress)
+
+
+def _os_error_sentence(err: OSError) -> str:
+    import errno
+
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno == errno.ENOSPC:
+        return f"The disk is full{where}; free some space and try again."
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"Permission denied{where}; choose a folder you can write to."
+    if err.errno == errno.ENOENT:
+        return f"A file or folder is missing{where}; check that the drive is connected."
+    return f"{err.strerror or err}{where}."
+
+
+class _Runnable(QRunnable):
+    def __init__(self, job: Job) -> None:
+        super().__init__()
+        self.setAutoDelete(True)  # the pool deletes it after run(); the job outlives it
+        self._job = job
+
+    def run(self) -> None:
+        lower_thread_priority()
+        self._job._run()
+
+
+class JobRunner(QObject):
+    """Runs tasks on a QThreadPool; keyed jobs supersede each other."""
+
+    job_started = Signal(object)  # Job
+    job_finished = Signal(object)  # Job
+
+    def __init__(self, max_threads: int = 4, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pool = register_pool(QThreadPool(self))
+        self.pool.setMaxThreadCount(max_threads)
+        self._jobs: dict[int, Job] = {}
+        self._by_key: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, key: str, task: Callable[[JobContext], Any], *, supersede: bool = True) -> Job:
+        """Run ``task`` on the pool. With ``supersede``, a running job of the same key is cancelled.
+
+        Connect to the returned job's signals before returning to the event loop: its outcome
+        is relayed through the loop, so no signal is missed however fast the task is.
+        """
+        if self._closed:
+            # The app is quitting: nothing new runs; the job ends cancelled at once.
+            job = Job(key, task)
+            job.token.cancel()
+            job._ended.emit("cancelled", None)
+            return job
+        old = self._by_key.get(key) if supersede else None
+        job = Job(key, task)
+        job.finished.connect(lambda j=job: self._on_finished(j))
+        self._jobs[id(job)] = job
+        self._by_key[key] = job
+        if old is not None and not old.done:
+            # One job per key at a time: the superseded one stops at its next cancel check,
+            # and only then does this one start (two lens runs never write the store at once).
+            old.cancel()
+            old.finished.connect(lambda j=job: self._launch(j))
+        else:
+            self._launch(job)
+        self.job_started.emit(job)
+        return job
+
+    def _launch(self, job: Job) -> None:
+        if self._closed:
+            job.token.cancel()
+            job._ended.emit("cancelled", None)
+        else:
+            self.pool.start(_Runnable(job))
+
+    def current(self, key: str) -> Job | None:
+        job = self._by_key.get(key)
+        return job if job is not None and not job.done else None
+
+    def running(self) -> list[Job]:
+        return [job for job in self._jobs.values() if not job.done]
+
+    def cancel(self, key: str) -> None:
+        job = self._by_key.get(key)
+        if job is not None:
+            job.cancel()
+
+    def cancel_all(self) -> None:
+        for job in list(self._jobs.values()):
+            job.cancel()
+
+    def shutdown(self, timeout_ms: int = 15_000) -> bool:
+        """Cancel everything and wait for the workers; True when every thread finished."""
+        self._closed = True
+        self.cancel_all()
+        return bool(self.pool.waitForDone(timeout_ms))
+
+    def _on_finished(self, job: Job) -> None:
+        self._jobs.pop(id(job), None)
+        if self._by_key.get(job.key) is job:
+            del self._by_key[job.key]
+        self.job_finished.emit(job)
