@@ -37,8 +37,13 @@ test: lint typecheck contracts unit
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# A real X screen (Xvfb) when there is no display, so fonts and styles render as on a desktop.
 screenshots: $(STAMP)
-	$(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots
+	@if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null; then \
+		xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots; \
+	else \
+		$(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots; \
+	fi
 
 package: $(STAMP)
 	$(BIN)/python -m pip install --quiet pyinstaller

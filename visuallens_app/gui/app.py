@@ -7,8 +7,10 @@ indexed at once.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import logging.handlers
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -68,8 +70,30 @@ def install_excepthook(show: Callable[[str], object] | None = None) -> None:
     sys.excepthook = hook
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="visuallens-app",
+        description=(
+            "VisualLens Studio: browse, search and get recommendations from your photo folders, "
+            "entirely on this computer. The command-line twin is `visuallens`."
+        ),
+    )
+    parser.add_argument(
+        "folder", nargs="?", type=Path, help="a photo folder to add and index right away"
+    )
+    parser.add_argument(
+        "--library", type=Path, metavar="DIR", help="library directory (default: the user data dir)"
+    )
+    # Qt's own options (-platform, -style...) pass through to QApplication.
+    known, _qt = parser.parse_known_args(argv)
+    return known
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    options = parse_args(args)
+    if options.library:
+        os.environ["VISUALLENS_LIBRARY"] = str(options.library)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -91,10 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.show()
 
     def after_shown() -> None:
+        if os.environ.get("VISUALLENS_EXIT_WHEN_SHOWN"):  # benchmarks/bench_startup.py
+            print("shown", flush=True)
+            app.quit()
+            return
         session.start()
-        folder = next((a for a in args if not a.startswith("-")), None)
-        if folder:
-            window.add_folder(Path(folder))
+        if options.folder:
+            window.add_folder(options.folder)
 
     QTimer.singleShot(0, after_shown)
     app.aboutToQuit.connect(session.shutdown)
