@@ -35,6 +35,12 @@ def sample_image(name: str) -> Image.Image:
 
 
 @pytest.fixture(scope="session")
+def sample_files() -> dict[str, str]:
+    """Sample name -> file name used in photo folders (see SAMPLES)."""
+    return dict(SAMPLES)
+
+
+@pytest.fixture(scope="session")
 def sample_images() -> dict[str, Image.Image]:
     return {name: sample_image(name) for name in SAMPLES}
 

@@ -272,16 +272,23 @@ def test_cancel_stops_the_job_and_bad_requests_are_refused(encoder: HashingTextE
 # -- the paper's central claim ---------------------------------------------------------------
 
 #: Enough paired examples that the growth of the advantage is several standard errors wide
-#: (measured: MRR advantage -11, +4, +19 points at 0.2, 0.5, 0.8 with 48 examples per share).
-CLAIM_EXAMPLES = 48
+#: (measured: MRR advantage +0.0, +5.9, +24.6 points at 0.2, 0.5, 0.8 with 100 examples per
+#: share; before the lens weighted aspects by frequency and sized retrieval to the library,
+#: it was -16.5, +7.9, +29.4 on the 200-question sweep).
+CLAIM_EXAMPLES = 100
 SHARES = (0.2, 0.5, 0.8)
+#: At 0.2 four photos in five are about the category, so leaving the rest out can gain little:
+#: the whole history restricted to exactly the category photos (perfect retrieval) scores
+#: 97.7% MRR against 97.1% for no retrieval. There the full pipeline must not lose (within
+#: this margin of MRR, at the 95% bootstrap bound); from 0.5 on it must win outright.
+NON_INFERIORITY = 0.05
 
 
 @pytest.fixture(scope="module")
 def claim_reports(encoder: HashingTextEncoder) -> dict[float, EvalReport]:
     reports = {}
     for share in SHARES:
-        config = SyntheticConfig(irrelevant_share=share, history=(100, 160))
+        config = SyntheticConfig(irrelevant_share=share)
         # The same seed: the same users and candidates at every share, only histories differ.
         synthetic = make_benchmark(encoder, CLAIM_EXAMPLES, config=config, seed=7)
         reports[share] = _run(
@@ -302,6 +309,14 @@ def _advantage(report: EvalReport) -> NDArray[np.float64]:
     return full - report.methods["no_retrieval"].values[:, column]
 
 
+def _growth_low(low: NDArray[np.float64], high: NDArray[np.float64]) -> float:
+    """Lower 95% bound of the paired (same users) growth of the advantage from low to high."""
+    growth = high - low
+    rng = np.random.default_rng(0)
+    resampled = growth[rng.integers(0, len(growth), size=(2000, len(growth)))].mean(axis=1)
+    return float(np.percentile(resampled, 2.5))
+
+
 def test_retrieval_advantage_grows_with_the_irrelevant_share(
     claim_reports: dict[float, EvalReport],
 ) -> None:
@@ -309,17 +324,16 @@ def test_retrieval_advantage_grows_with_the_irrelevant_share(
     advantage = {share: _advantage(claim_reports[share]) for share in SHARES}
     means = [float(advantage[share].mean()) for share in SHARES]
     assert means[0] < means[1] < means[2], f"MRR advantage by share: {means}"
+    assert _growth_low(advantage[0.2], advantage[0.8]) > 0, f"growth 0.2 -> 0.8: {means}"
+    assert _growth_low(advantage[0.2], advantage[0.5]) > 0, f"growth 0.2 -> 0.5: {means}"
 
-    # Paired across shares (same users): bootstrap the growth from 0.2 to 0.8.
-    growth = advantage[0.8] - advantage[0.2]
-    rng = np.random.default_rng(0)
-    resampled = growth[rng.integers(0, len(growth), size=(2000, len(growth)))].mean(axis=1)
-    assert np.percentile(resampled, 2.5) > 0, f"growth {growth.mean():.3f} not significant"
-
-    # Where most photos are irrelevant (the paper's setting), full clearly beats no retrieval,
-    # and every lens variant beats chance.
-    most = claim_reports[0.8]
-    assert most.difference("full", "no_retrieval").low > 0
+    # The full pipeline never pays for retrieval, and wins once irrelevant photos matter.
+    mostly_relevant = claim_reports[0.2].difference("full", "no_retrieval")
+    assert mostly_relevant.low > -NON_INFERIORITY, f"full loses at 0.2: {mostly_relevant}"
+    for share in (0.5, 0.8):
+        won = claim_reports[share].difference("full", "no_retrieval")
+        assert won.low > 0, f"full does not beat no retrieval at {share}: {won}"
+    # Every lens variant beats chance.
     for report in claim_reports.values():
         assert report.difference("no_retrieval", "random").low > 0
 

@@ -28,7 +28,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("-k", type=int, default=10, help="how many recommendations (default 10)")
     p.add_argument(
-        "-w", type=int, default=None, help="history photos retrieved per category (default 64)"
+        "-w",
+        type=int,
+        default=None,
+        help=(
+            "history photos retrieved per category, at least (default 64; more when many "
+            "photos are clearly about the category)"
+        ),
     )
     p.add_argument(
         "--explain",

@@ -52,6 +52,7 @@ from visuallens_app.lens.retrieval import (
     collapse_near_duplicates,
     junk_margin,
     relevance_weights,
+    retrieval_size,
     retrieve,
 )
 from visuallens_app.models.base import Encoder
@@ -92,9 +93,15 @@ class LensConfig:
 
     ``use_retrieval=False`` is the paper's "no retrieval" baseline (the whole history is the
     profile); :meth:`retrieval_only` is "retrieval + profile matching", everything else off.
+
+    ``w`` is the paper's retrieval size; with ``adaptive_w`` it is a floor and retrieval keeps
+    every photo on the category side of the cosines' split
+    (:func:`~visuallens_app.lens.retrieval.retrieval_size`), up to ``w_max``.
     """
 
     w: int = 64
+    adaptive_w: bool = True
+    w_max: int = 256
     use_retrieval: bool = True
     use_filter: bool = True
     use_aspects: bool = True
@@ -246,11 +253,15 @@ def _score(
     prototype = category_prototype(candidates, encoder, items, category=category, db=db)
     check()
 
+    w = config.w
     if config.use_retrieval:
+        if config.adaptive_w:
+            pool = np.flatnonzero(keep) if keep is not None else np.arange(len(history))
+            w = retrieval_size(history.vectors[pool] @ prototype, config.w, config.w_max)
         retrieved = retrieve(
             history,
             prototype,
-            config.w,
+            w,
             keep=keep,
             duplicate_threshold=config.duplicate_threshold,
             time_window=config.time_window,
@@ -288,7 +299,7 @@ def _score(
                 aspects,
                 prototype,
                 retrieved,
-                w=config.w,
+                w=w,
                 rounds=config.refine_rounds,
                 mix=config.refine_mix,
                 keep=keep,
@@ -301,7 +312,7 @@ def _score(
             notes.append(f"Refinement {state} after {refined.rounds} round(s).")
         else:
             profile = profile_weights(
-                aspects, retrieved, photo_weights=relevance(retrieved), term_prior=prior
+                aspects, retrieved, photo_weights=relevance(retrieved), term_prior=prior, keep=keep
             )
     check()
 

@@ -1,12 +1,15 @@
 """Iterative aspect refinement, without the paper's 70B LLM.
 
 The paper keeps, over about four rounds, only the aspect words that help predict the ground
-truth. With no labels at recommendation time, the signal available is *contrast*: an aspect
-that occurs far more often among the category-relevant photos than in the whole library says
-something about this user and this category ("latte art" among café photos), one that occurs
-everywhere ("outdoor") says nothing. Each round weights aspects by that contrast, re-scores the
-library with prototype cosine + weighted aspect profile, re-retrieves, and stops when the
-retrieved set no longer changes. With a labelled train split, :func:`fit_aspect_weights` learns
+truth. With no labels at recommendation time, two signals are available: *frequency*, how
+often an aspect occurs among the category-relevant photos beyond chance ("latte art" in many of
+them), and *contrast*, how much more often it occurs there than in the rest of the library (one
+that occurs everywhere, "outdoor", says nothing). Contrast alone fails when most of the library
+is about the category, since then every category word is equally common everywhere; frequency
+alone cannot tell a café word from a word that is common in all photos. Each round weights
+aspects by frequency scaled by contrast (:func:`aspect_strength`), re-scores the library with
+prototype cosine + weighted aspect profile, re-retrieves, and stops when the retrieved set no
+longer changes. With a labelled train split, :func:`fit_aspect_weights` learns
 per-term multipliers instead of trusting contrast alone.
 """
 
@@ -22,39 +25,49 @@ from visuallens_app.lens.aspects import LibraryAspects
 from visuallens_app.lens.history import History, standardise
 from visuallens_app.lens.retrieval import relevance_weights, retrieve
 
-#: Pseudo-photos of library rate mixed into the retrieved rate: an aspect seen on one photo of
-#: 64 is not yet evidence of anything.
+#: Pseudo-photos of library rate mixed into the retrieved and the rest's rates: an aspect seen
+#: on one photo of 64 is not yet evidence of anything, nor is a rest of three photos.
 LIFT_SMOOTHING = 2.0
-#: Aspects kept in a profile; the long tail of tiny positive lifts is noise.
+#: Aspects kept in a profile; the long tail of tiny weights is noise.
 PROFILE_TERMS = 24
 
 
-def aspect_lift(
+def aspect_strength(
     retrieved_counts: NDArray[np.float64],
-    library_counts: NDArray[np.float64],
-    n_retrieved: int,
-    n_library: int,
+    rest_counts: NDArray[np.float64],
+    n_retrieved: float,
+    n_rest: float,
     *,
+    chance: float = 0.0,
     smoothing: float = LIFT_SMOOTHING,
     max_terms: int = PROFILE_TERMS,
 ) -> NDArray[np.float32]:
-    """Per-term weights: smoothed log-odds ratio of occurring among retrieved vs all photos.
+    """Per-term weights: frequency above chance among the retrieved photos, scaled by lift.
 
-    Only positive ratios are kept (an aspect rarer among the retrieved photos is not part of
-    the profile), then only the ``max_terms`` largest; weights sum to 1 (or are all zero).
+    Lift alone (the contrast with the rest of the library) says whether a term belongs to the
+    category, not whether the user prefers it: when most of the library is about the category,
+    the user's favourite dish and every other dish are equally "category" and equally lifted
+    (lift near 0 for all), and only their frequency tells them apart. So the weight is the
+    term's rate among the retrieved photos above ``chance`` (the rate at which any term is among
+    a photo's top aspects at random: k / V), times ``2 * sigmoid(lift)``, a bounded (x0 to x2)
+    correction that favours terms specific to these photos. Both rates in the lift are shrunk
+    towards the library rate, so when few photos are left out (the retrieved set is nearly the
+    library) lift is near 0 and frequency decides. Terms absent from the retrieved photos get
+    nothing; only the ``max_terms`` largest are kept; weights sum to 1 (or are all zero).
     """
-    p_lib = (library_counts + 0.5) / (n_library + 1.0)
+    p_lib = (retrieved_counts + rest_counts + 0.5) / (n_retrieved + n_rest + 1.0)
     p_ret = (retrieved_counts + smoothing * p_lib) / (n_retrieved + smoothing)
-    p_lib = np.clip(p_lib, 1e-6, 1 - 1e-6)
+    p_rest = (rest_counts + smoothing * p_lib) / (n_rest + smoothing)
     p_ret = np.clip(p_ret, 1e-6, 1 - 1e-6)
-    lift = np.log(p_ret / (1 - p_ret)) - np.log(p_lib / (1 - p_lib))
-    # A term absent from the retrieved photos has no claim on the profile, whatever the prior.
-    lift = np.where(retrieved_counts > 0, np.maximum(lift, 0.0), 0.0)
-    if max_terms < len(lift) and np.count_nonzero(lift) > max_terms:
-        cut = np.partition(lift, len(lift) - max_terms)[len(lift) - max_terms]
-        lift = np.where(lift >= cut, lift, 0.0)
-    total = float(lift.sum())
-    return (lift / total if total > 0 else lift).astype(np.float32)
+    p_rest = np.clip(p_rest, 1e-6, 1 - 1e-6)
+    lift = np.log(p_ret / (1 - p_ret)) - np.log(p_rest / (1 - p_rest))
+    excess = np.maximum(retrieved_counts / max(n_retrieved, 1e-12) - chance, 0.0)
+    weights = np.where(retrieved_counts > 0, excess * 2.0 / (1.0 + np.exp(-lift)), 0.0)
+    if max_terms < len(weights) and np.count_nonzero(weights) > max_terms:
+        cut = np.partition(weights, len(weights) - max_terms)[len(weights) - max_terms]
+        weights = np.where(weights >= cut, weights, 0.0)
+    total = float(weights.sum())
+    return (weights / total if total > 0 else weights).astype(np.float32)
 
 
 def profile_weights(
@@ -63,14 +76,24 @@ def profile_weights(
     *,
     photo_weights: NDArray[np.float32] | None = None,
     term_prior: NDArray[np.float32] | None = None,
+    keep: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.float32]:
-    """The aspect profile (V,) of the photos at ``retrieved`` against the whole library.
+    """The aspect profile (V,) of the photos at ``retrieved`` against the rest of the library.
 
     ``photo_weights`` (mean 1, e.g. :func:`~visuallens_app.lens.retrieval.relevance_weights`)
-    make a clearly relevant photo's aspects count more than a marginal one's.
+    make a clearly relevant photo's aspects count more than a marginal one's. ``keep`` (the
+    non-preference filter's mask) leaves screenshots and documents out of "the rest" too, so
+    they cannot make a term look specific.
     """
-    weights = aspect_lift(
-        aspects.counts(retrieved, photo_weights), aspects.counts(), len(retrieved), len(aspects)
+    rest = np.ones(len(aspects), dtype=bool) if keep is None else keep.copy()
+    rest[retrieved] = False
+    rest_rows = np.flatnonzero(rest)
+    weights = aspect_strength(
+        aspects.counts(retrieved, photo_weights),
+        aspects.counts(rest_rows),
+        float(len(retrieved)),
+        float(len(rest_rows)),
+        chance=aspects.top_terms.shape[1] / len(aspects.space),
     )
     if term_prior is not None:
         weights = weights * term_prior
@@ -125,7 +148,9 @@ def refine_retrieval(
 
     def profile_of(rows: NDArray[np.int64]) -> NDArray[np.float32]:
         relevance = relevance_weights(history, rows, prototype, keep, scores=cosine)
-        return profile_weights(aspects, rows, photo_weights=relevance, term_prior=term_prior)
+        return profile_weights(
+            aspects, rows, photo_weights=relevance, term_prior=term_prior, keep=keep
+        )
 
     weights = profile_of(retrieved)
     done = 0

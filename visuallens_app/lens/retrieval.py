@@ -232,17 +232,47 @@ def retrieve(
     pool = np.flatnonzero(keep) if keep is not None else np.arange(len(history))
     if len(pool) == 0 or w <= 0:
         return np.zeros(0, dtype=np.int64)
-    # Over-fetch so that collapsing bursts still leaves w distinct photos in the common case.
-    fetch = min(len(pool), w if duplicate_threshold is None else 4 * w)
     pool_scores = s[pool]
-    if fetch < len(pool):
-        top = np.argpartition(-pool_scores, fetch - 1)[:fetch]
-    else:
-        top = np.arange(len(pool))
-    ranked = pool[top[np.argsort(-pool_scores[top], kind="stable")]].astype(np.int64)
-    if duplicate_threshold is not None:
+    # Over-fetch so that collapsing bursts still leaves w distinct photos, doubling while it
+    # does not: the pairwise check costs fetch^2, so start small rather than at a fixed 4w.
+    fetch = min(len(pool), w if duplicate_threshold is None else 2 * w)
+    while True:
+        if fetch < len(pool):
+            top = np.argpartition(-pool_scores, fetch - 1)[:fetch]
+        else:
+            top = np.arange(len(pool))
+        ranked = pool[top[np.argsort(-pool_scores[top], kind="stable")]].astype(np.int64)
+        if duplicate_threshold is None:
+            break
         ranked = collapse_near_duplicates(history, duplicate_threshold, time_window, order=ranked)
+        if len(ranked) >= w or fetch >= len(pool):
+            break
+        fetch = min(len(pool), 2 * fetch)
     return ranked[:w]
+
+
+def retrieval_size(scores: NDArray[np.floating[Any]], w: int, w_max: int | None = None) -> int:
+    """How many photos to retrieve: those on the category side of the scores' natural split.
+
+    The paper's fixed w = 64 suits its libraries, where the asked category is a minority; when
+    most of a library is about the category, a fixed w drops relevant photos and the profile
+    is read from a sample instead of the whole. The split is Otsu's threshold on the cosines
+    (the cut that maximises the variance between the two sides, parameter-free), and the
+    count is clamped to ``[w, w_max]``: never fewer photos than the paper keeps, and a bounded
+    cost on a large library where the split is not sharp.
+    """
+    values = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    n = len(values)
+    upper = n if w_max is None else max(w, w_max)
+    if n <= w or w <= 0:
+        return max(0, min(n, w))
+    above = np.arange(1, n, dtype=np.float64)
+    totals = np.cumsum(values)
+    mean_above = totals[:-1] / above
+    mean_below = (totals[-1] - totals[:-1]) / (n - above)
+    between = above * (n - above) * (mean_above - mean_below) ** 2
+    split = int(np.argmax(between)) + 1
+    return int(min(max(split, w), upper, n))
 
 
 def relevance_weights(
