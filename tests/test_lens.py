@@ -553,3 +553,21 @@ def test_cli_catalog_list_and_validate(tmp_path: Path, capsys: pytest.CaptureFix
     code, out, _ = run_cli(["catalog", "validate", str(tmp_path / "missing")], capsys)
     assert code == 1
     assert out.strip().endswith("does not exist.")
+
+
+def test_explanations_leave_out_evidence_far_weaker_than_the_best() -> None:
+    from visuallens_app.lens.explain import matched_aspects, supporting_photos
+    from visuallens_app.lens.history import History
+
+    history = History.from_arrays(
+        np.eye(3, dtype=np.float32),
+        ids=np.array([10, 11, 12], dtype=np.int64),
+        paths=[Path("coffee.jpg"), Path("moto.jpg"), Path("latte.jpg")],
+    )
+    support = np.array([[0.52], [0.006], [0.3]], dtype=np.float32)
+    evidence = supporting_photos(history, np.array([0, 1, 2]), support, column=0, k=3)
+    assert [e.path.name for e in evidence] == ["coffee.jpg", "latte.jpg"]
+    words = matched_aspects(
+        ["espresso", "tennis racket", "latte art"], np.array([[1.1, 0.05, 0.8]], np.float32), 0
+    )
+    assert [w for w, _ in words] == ["espresso", "latte art"]

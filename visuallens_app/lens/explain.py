@@ -36,6 +36,17 @@ def photo_support(
     return out
 
 
+#: Evidence weaker than this share of the strongest is noise, not a reason worth showing: a
+#: coffee photo at +0.52 explains an espresso bar; a motorcycle at +0.006 beside it does not.
+RELATIVE_FLOOR = 0.25
+
+
+def _strong(values: NDArray[np.float32], order: NDArray[np.intp]) -> list[int]:
+    """Indices in ``order`` with a positive value of at least RELATIVE_FLOOR x the best one."""
+    best = float(values[order[0]]) if len(order) else 0.0
+    return [int(j) for j in order if values[j] > 0 and values[j] >= RELATIVE_FLOOR * best]
+
+
 def supporting_photos(
     history: History,
     retrieved: NDArray[np.int64],
@@ -43,14 +54,15 @@ def supporting_photos(
     column: int,
     k: int = 3,
 ) -> tuple[Evidence, ...]:
-    """The ``k`` retrieved photos with the largest positive support for candidate ``column``.
+    """Up to ``k`` retrieved photos with the largest positive support for candidate ``column``.
 
-    If no photo is closer to this candidate than to the average one, the single closest photo
-    is still named (with its non-positive contribution), so no recommendation is unexplained.
+    Photos far weaker than the best one (:data:`RELATIVE_FLOOR`) are left out. If no photo is
+    closer to this candidate than to the average one, the single closest photo is still named
+    (with its non-positive contribution), so no recommendation is unexplained.
     """
     col = support[:, column]
     order = np.argsort(-col, kind="stable")
-    chosen = ([int(j) for j in order[:k] if col[j] > 0] or [int(order[0])]) if len(order) else []
+    chosen = (_strong(col, order[:k]) or [int(order[0])]) if len(order) else []
     return tuple(
         Evidence(
             photo_id=int(history.ids[retrieved[j]]),
@@ -64,9 +76,12 @@ def supporting_photos(
 def matched_aspects(
     terms: Sequence[str], contributions: NDArray[np.float32] | None, row: int, k: int = 5
 ) -> tuple[tuple[str, float], ...]:
-    """The ``k`` aspect words that raised candidate ``row``'s aspect score most, with shares."""
+    """Up to ``k`` aspect words that raised candidate ``row``'s aspect score most, with shares.
+
+    Words far weaker than the strongest (:data:`RELATIVE_FLOOR`) are left out.
+    """
     if contributions is None:
         return ()
     values = contributions[row]
     order = np.argsort(-values, kind="stable")[:k]
-    return tuple((terms[int(t)], round(float(values[t]), 6)) for t in order if values[t] > 0)
+    return tuple((terms[t], round(float(values[t]), 6)) for t in _strong(values, order))
