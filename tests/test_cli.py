@@ -76,3 +76,21 @@ def test_errors_are_one_sentence_not_a_traceback(library_dir: Path, tmp_path: Pa
     out = visuallens("similar", str(tmp_path / "nope.jpg"), library=library_dir)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
+
+
+def test_indexing_an_empty_folder_is_not_an_error(library_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = visuallens("index", str(empty), "--json", "--encoder", "embedded", library=library_dir)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["indexed"] == 0
+
+
+def test_a_mistyped_folder_gets_one_sentence(library_dir: Path, tmp_path: Path) -> None:
+    out = visuallens(
+        "index", str(tmp_path / "Pictres"), "--encoder", "embedded", library=library_dir
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"visuallens: {tmp_path / 'Pictres'} does not exist: check the folder name."
+    )

@@ -224,3 +224,96 @@ def test_switching_encoder_never_mixes_spaces(
         _, vectors = store.vectors(tiny.id)
         assert vectors.shape == (5, tiny.dim)
     assert _search(library_dir, encoder, "cat")[0] == "chelsea.jpg"
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_photos(
+    library_dir: Path, photo_dir: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A share that drops mid-scan, an I/O error: absence the scan cannot vouch for."""
+    sub = photo_dir / "trip"
+    sub.mkdir()
+    (photo_dir / "coffee.jpg").rename(sub / "coffee.jpg")
+    _index(library_dir, encoder, photo_dir)
+    real_scandir = os.scandir
+
+    def failing_scandir(path: object) -> object:
+        if os.fspath(path) == str(sub):  # type: ignore[arg-type]
+            raise OSError(5, "Input/output error")
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", failing_scandir)
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.removed == 0
+    assert "coffee.jpg" in _paths(library_dir)
+    assert any(Path(p) == sub for p, _ in report.failed)
+
+
+def test_an_empty_mount_point_is_offline_not_a_deletion(
+    library_dir: Path, photo_dir: Path, tmp_path: Path, encoder: Encoder
+) -> None:
+    _index(library_dir, encoder, photo_dir)
+    for photo in photo_dir.iterdir():  # the drive is unmounted: its folder is there, empty
+        photo.rename(tmp_path / photo.name)
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.removed == 0
+    assert report.offline_roots == [str(photo_dir)]
+    with PhotoStore(library_dir) as store:
+        assert store.counts()["offline"] == 5
+
+
+def test_nested_folders_are_walked_once_and_stay_unchanged(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    sub = photo_dir / "trip"
+    sub.mkdir()
+    (photo_dir / "rocket.jpg").rename(sub / "rocket.jpg")
+    first = _index(library_dir, encoder, photo_dir, sub)
+    assert first.indexed == 5
+    again = _index(library_dir, encoder, photo_dir, sub)
+    assert (again.indexed, again.unchanged, again.removed) == (0, 5, 0)
+
+
+def test_a_mistyped_folder_is_refused_and_not_remembered(
+    library_dir: Path, tmp_path: Path, encoder: Encoder
+) -> None:
+    from visuallens_app.errors import LibraryError
+
+    with pytest.raises(LibraryError, match="does not exist"):
+        _index(library_dir, encoder, tmp_path / "Pictres")
+    with PhotoStore(library_dir) as store:
+        assert store.roots() == []
+
+
+def test_a_folder_removed_while_indexing_does_not_come_back(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    with PhotoStore(library_dir) as store:
+        job = index_folders(store, encoder, [photo_dir])
+        for progress in job:
+            if progress.stage == "index":
+                with PhotoStore(library_dir) as other:  # the user removes the folder
+                    other.remove_root(photo_dir)
+        assert store.list_photos() == []
+
+
+def test_a_file_that_could_not_be_read_for_now_is_retried(
+    library_dir: Path, photo_dir: Path, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visuallens_app.library import decode
+
+    real_read = decode._read
+
+    def denied(path: Path) -> bytes:
+        if path.name == "coffee.jpg":
+            raise decode.DecodeError("permission denied", transient=True)
+        return real_read(path)
+
+    monkeypatch.setattr(decode, "_read", denied)
+    report = _index(library_dir, encoder, photo_dir)
+    assert [(Path(p).name, why) for p, why in report.failed] == [
+        ("coffee.jpg", "permission denied")
+    ]
+    monkeypatch.setattr(decode, "_read", real_read)  # the user fixed the permissions
+    report = _index(library_dir, encoder, photo_dir)
+    assert report.indexed == 1
+    assert report.failed == []

@@ -58,6 +58,7 @@ def test_date_and_folder_filters(tmp_path: Path) -> None:
         )
 
     with PhotoStore(tmp_path / "lib") as store:
+        store.add_roots([tmp_path / "trip", tmp_path / "home"])
         vectors = {n: np.ones(4, np.float32) for n in ("a", "b", "c")}
         store.write_batch(
             [

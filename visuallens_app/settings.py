@@ -6,8 +6,10 @@ Environment overrides, for scripts and tests: ``VISUALLENS_LIBRARY`` (library di
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
@@ -68,7 +70,14 @@ class Settings:
         path = path or config_dir() / "settings.json"
         try:
             raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
         except (OSError, ValueError):
+            # Keep the user's hand-edited file: the next save would overwrite it with defaults.
+            with contextlib.suppress(OSError):
+                shutil.copyfile(path, path.with_suffix(".json.bad"))
+            return cls()
+        if not isinstance(raw, dict):
             return cls()
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known and k != "schema_version"}

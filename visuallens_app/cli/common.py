@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -110,12 +112,32 @@ def run_handler(args: argparse.Namespace) -> int:
         print("visuallens: cancelled; everything indexed so far is kept.", file=sys.stderr)
         return 130
     except Exception as err:
+        if _is_storage_error(err):
+            print(f"visuallens: {storage_error_sentence(err)}", file=sys.stderr)
+            return 1
         log = write_crash_log()
         print(
             f"visuallens: unexpected error ({type(err).__name__}: {err}); details in {log}",
             file=sys.stderr,
         )
         return 70
+
+
+def _is_storage_error(err: BaseException) -> bool:
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err).lower()
+        return any(w in text for w in ("full", "locked", "busy", "readonly", "disk i/o"))
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def storage_error_sentence(err: BaseException) -> str:
+    """One sentence for the storage failures a user can fix (a full disk, a locked library)."""
+    text = str(err).lower()
+    if "full" in text or getattr(err, "errno", None) == errno.ENOSPC:
+        return "The disk holding the library is full: free some space and run the command again."
+    if "locked" in text or "busy" in text:
+        return "The library is busy in another program (the app?): try again in a moment."
+    return f"The library cannot be written ({err}): check the disk and the --library folder."
 
 
 def write_crash_log() -> Path:

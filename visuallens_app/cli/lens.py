@@ -201,7 +201,7 @@ def cmd_aspects(args: argparse.Namespace) -> int:
         from visuallens_app.library.decode import DecodeError, decode_photo
 
         try:
-            image = decode_photo(args.photo.resolve(), target=384).image
+            image = decode_photo(args.photo, target=384).image
         except DecodeError as err:
             raise LibraryError(f"Cannot read {args.photo}: {err}.") from err
         caption = TransformersCaptioner(args.captioner).caption([image])[0]

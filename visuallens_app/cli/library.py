@@ -14,6 +14,7 @@ from visuallens_app.cli.common import (
     open_store,
     run_job,
 )
+from visuallens_app.library.paths import display_path, normalise_root
 
 
 def register(subparsers: Any) -> None:
@@ -68,13 +69,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     encoder = load_encoder(args)
     with open_store(args) as store:
         report = run_job(index_folders(store, encoder, args.paths), show=not args.json)
-        if not report.cancelled:
+        if not report.cancelled and store.encoder_dim(encoder.id) is not None:
             # Build the search index now, so the first search is instant.
             PhotoSearch(store, encoder).index()
     settings = Settings.load()
-    new_roots = [
-        str(p.resolve()) for p in args.paths if str(p.resolve()) not in settings.photo_folders
-    ]
+    roots = [str(normalise_root(p)) for p in args.paths]
+    new_roots = [r for r in roots if r not in settings.photo_folders]
     if new_roots and not args.library:
         settings.photo_folders.extend(new_roots)
         settings.save()
@@ -129,7 +129,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
         raise LibraryError(f"{args.image} is not a file.")
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        hits = PhotoSearch(store, encoder).similar(args.image.resolve(), k=args.k)
+        hits = PhotoSearch(store, encoder).similar(normalise_root(args.image), k=args.k)
     return _print_hits(args, hits)
 
 
@@ -140,13 +140,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         counts = store.counts()
         encoders = store.encoders()
-        store_roots = [str(r) for r in store.roots()]
+        store_roots = [display_path(r) for r in store.roots()]
         indexes = {}
         for encoder_id in encoders:
             manifest = VectorIndex.manifest(store.index_dir, index_name(encoder_id))
             indexes[encoder_id] = manifest
         data = {
-            "library": str(library_dir(args)),
+            "library": display_path(library_dir(args)),
             "photos": counts,
             "roots": store_roots,
             "encoders": encoders,

@@ -27,6 +27,7 @@ from visuallens_app.lens.history import (
     encode_texts_cached,
     ensure_lens_tables,
 )
+from visuallens_app.library.paths import normalise_root
 from visuallens_app.models.base import Encoder
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ def _photo_vector(path: Path, encoder: Encoder, store: PhotoStore | None) -> NDA
     from visuallens_app.library.paths import display_path
 
     if store is not None:
-        known = store.photo_by_path(path.resolve())
+        known = store.photo_by_path(normalise_root(path))
         if known is not None:
             stored = store.vector_for_hash(known.content_hash, encoder.id)
             if stored is not None:

@@ -86,7 +86,15 @@ BACKGROUND = (255, 255, 255)
 
 
 class DecodeError(Exception):
-    """A photo that cannot be decoded; ``str(err)`` is a one-line reason for the user."""
+    """A photo that cannot be decoded; ``str(err)`` is a one-line reason for the user.
+
+    ``transient`` marks failures of access rather than content (permission denied, a file that
+    vanished, an I/O error): the same file may read fine next time, so it is not remembered.
+    """
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +190,17 @@ def _read(path: Path) -> bytes:
                 )
             data = file.read()
     except FileNotFoundError as error:
-        raise DecodeError("file vanished (moved or deleted since the scan)") from error
+        raise DecodeError(
+            "file vanished (moved or deleted since the scan)", transient=True
+        ) from error
     except PermissionError as error:
-        raise DecodeError("permission denied") from error
+        raise DecodeError("permission denied", transient=True) from error
     except IsADirectoryError as error:
         raise DecodeError("a folder, not a file") from error
     except OSError as error:
-        raise DecodeError(f"cannot read the file: {error.strerror or error}") from error
+        raise DecodeError(
+            f"cannot read the file: {error.strerror or error}", transient=True
+        ) from error
     if not data:
         raise DecodeError("empty file")
     return data

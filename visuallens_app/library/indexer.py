@@ -7,6 +7,7 @@ moment resumes where it stopped, with no duplicate and no lost photo.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,12 +20,15 @@ from numpy.typing import NDArray
 from visuallens_app.errors import Cancelled, LibraryError
 from visuallens_app.jobs import CancelToken, Job, Progress, ProgressMeter
 from visuallens_app.library.decode import DecodedPhoto, DecodeError, decode_photo
-from visuallens_app.library.paths import display_path, path_to_db
+from visuallens_app.library.paths import display_path, normalise_root, path_to_db
 from visuallens_app.library.scan import ScannedFile, missing_roots, scan_folders
 from visuallens_app.library.store import Failure, NewPhoto, PhotoStore
+from visuallens_app.library.thumbnails import ThumbnailCache
 from visuallens_app.models.base import Encoder
 
 BATCH_SIZE = 32
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -58,15 +62,19 @@ class _Decoded:
     file: ScannedFile
     photo: DecodedPhoto | None
     error: str | None
+    transient: bool = False
 
 
-def _decode(file: ScannedFile, target: int, store: PhotoStore) -> _Decoded:
+def _decode(file: ScannedFile, target: int, thumbnails: ThumbnailCache) -> _Decoded:
     try:
         photo = decode_photo(file.path, target=target)
     except DecodeError as err:
-        return _Decoded(file, None, str(err))
-    if not store.thumbnails.has(photo.content_hash):
-        store.thumbnails.save(photo.content_hash, photo.thumbnail)
+        return _Decoded(file, None, str(err), err.transient)
+    if not thumbnails.has(photo.content_hash):
+        try:
+            thumbnails.save(photo.content_hash, photo.thumbnail)
+        except OSError as err:  # a cache: a full or read-only disk must not stop indexing
+            log.warning("Cannot write the thumbnail of %s: %s", display_path(file.path), err)
     return _Decoded(file, photo, None)
 
 
@@ -112,104 +120,113 @@ def index_folders(
     """Bring the library up to date with ``roots`` and return what changed.
 
     Yields Progress records (stage "scan", then "index", then "sweep"); cancelling keeps every
-    batch already written and returns a report with ``cancelled`` set.
+    batch already written and returns a report with ``cancelled`` set. Nothing is ever deleted
+    on the strength of an absence the scan cannot vouch for: a root that is missing, or that
+    suddenly yields nothing while the library knows photos there (an empty mount point), is
+    marked offline, and nothing under a folder that could not be listed is swept.
     """
     cancel = cancel or CancelToken()
     report = IndexReport(encoder=encoder.id)
-    roots = [Path(os.path.abspath(r)) for r in roots]
+    roots = list(dict.fromkeys(normalise_root(r) for r in roots))
+    known_roots = set(store.roots())
+    missing = set(missing_roots(roots))
     for root in roots:
         if root.exists() and not root.is_dir():
             raise LibraryError(f"{display_path(root)} is a file, not a folder of photos.")
+        if root in missing and root not in known_roots:
+            raise LibraryError(f"{display_path(root)} does not exist: check the folder name.")
     store.add_roots(roots)
-    offline = set(missing_roots(roots))
-    for root in roots:
-        if root in offline:
-            # An unmounted drive deletes nothing: its photos stay, marked offline.
-            store.set_root_state(root, "offline")
-            report.offline_roots.append(display_path(root))
-        else:
-            store.set_root_state(root, "ok")
-    online = [r for r in roots if r not in offline]
+    online = [r for r in roots if r not in missing]
+    # A folder inside another one is walked as part of it, once.
+    walked = [r for r in online if not any(r != o and r.is_relative_to(o) for o in online)]
+    offline = set(missing)
     scan_errors: list[tuple[str, str]] = []
+    transient: list[tuple[str, str]] = []
 
     try:
         # 1. Scan and diff against the store.
         yield Progress(0, 0, "Scanning folders…", stage="scan")
-        todo: list[ScannedFile] = []
-        stale: list[str] = []
-        seen = 0
+        known: dict[str, tuple[int, int, int]] = {}
+        failed_before: dict[str, tuple[int, int]] = {}
         for root in online:
-            known = store.known_files(root)
-            needs_vector = store.paths_missing_vectors(root, encoder.id)
-            failed_before = store.known_failures(root)
-            present: set[str] = set()
-            for file in scan_folders(
-                [root],
-                cancel=cancel,
-                on_error=lambda p, why: scan_errors.append((display_path(p), why)),
-            ):
-                key = path_to_db(file.fspath)
-                present.add(key)
-                seen += 1
-                if seen % 2000 == 0:
-                    yield Progress(seen, 0, f"Scanning… {seen} files", stage="scan")
-                stat = (file.size, file.mtime_ns)
-                if known.get(key) == stat:
-                    if key not in needs_vector:
-                        report.unchanged += 1
-                        continue
-                elif failed_before and failed_before.get(key) == stat:
-                    continue  # still the same broken file: reported below, not re-read
-                todo.append(file)
-            stale.extend(k for k in known if k not in present)
-            stale.extend(k for k in failed_before if k not in present)
+            known.update(store.known_files(root, encoder.id))
+            failed_before.update(store.known_failures(root))
+        unlisted: list[str] = []  # folders os.scandir refused: nothing under them is swept
+
+        def on_error(path: Path, why: str) -> None:
+            scan_errors.append((display_path(path), why))
+            unlisted.append(path_to_db(path) + os.sep)
+
+        todo: list[ScannedFile] = []
+        present: set[str] = set()
+        found_under: dict[Path, int] = dict.fromkeys(walked, 0)
+        for file in scan_folders(walked, cancel=cancel, on_error=on_error):
+            key = path_to_db(file.fspath)
+            present.add(key)
+            found_under[file.root] += 1
+            if len(present) % 2000 == 0:
+                yield Progress(len(present), 0, f"Scanning… {len(present)} files", stage="scan")
+            old = known.get(key)
+            if old == (file.size, file.mtime_ns, 1):
+                report.unchanged += 1
+                continue
+            if old is None and failed_before.get(key) == (file.size, file.mtime_ns):
+                continue  # still the same broken file: reported below, not re-read
+            todo.append(file)
+        for root, found in found_under.items():
+            prefix = path_to_db(root) + os.sep
+            if found == 0 and any(k.startswith(prefix) for k in known):
+                offline.add(root)  # an empty mount point: the drive is not there
+                offline.update(r for r in online if r.is_relative_to(root))
+        for root in roots:
+            if root in offline:
+                store.set_root_state(root, "offline")
+                report.offline_roots.append(display_path(root))
+            else:
+                store.set_root_state(root, "ok")
+        keep = tuple(unlisted) + tuple(path_to_db(r) + os.sep for r in offline)
+        stale = [k for k in (*known, *failed_before) if k not in present and not k.startswith(keep)]
 
         # 2. Decode, embed and store the new and changed files, one transaction per batch.
         have_vector = store.hashes_with_vectors(encoder.id) if todo else set()
         meter = ProgressMeter(len(todo), stage="index")
         yield meter.progress(f"{len(todo)} photos to index")
         workers = decode_workers or max(1, min(4, (os.cpu_count() or 2)))
-        decode: Callable[[ScannedFile], _Decoded] = lambda f: _decode(f, encoder.input_size, store)  # noqa: E731
+
+        def decode(file: ScannedFile) -> _Decoded:
+            return _decode(file, encoder.input_size, store.thumbnails)
+
         batch: list[_Decoded] = []
         for item in _decoded_in_order(todo, decode, workers):
             batch.append(item)
             if len(batch) >= BATCH_SIZE:
                 cancel.check()
-                _write(store, encoder, batch, have_vector, report)
+                transient += _write(store, encoder, batch, have_vector, report)
                 meter.advance(len(batch))
                 batch = []
                 if meter.due():
                     yield meter.progress(f"Indexed {meter.done} of {meter.total}")
         if batch:
             cancel.check()
-            _write(store, encoder, batch, have_vector, report)
+            transient += _write(store, encoder, batch, have_vector, report)
             meter.advance(len(batch))
         yield meter.progress(f"Indexed {meter.done} of {meter.total}")
 
         # 3. Sweep: only after every root was walked to the end.
         cancel.check()
         report.removed = store.remove_paths(stale)
+        if report.removed:
+            store.prune_orphans()
         for root in online:
-            store.mark_scanned(root)
+            if root not in offline:
+                store.mark_scanned(root)
         yield Progress(1, 1, "Done", stage="sweep")
     except Cancelled:
         report.cancelled = True
 
-    report.failed = scan_errors_and_failures(store, roots, scan_errors)
+    report.failed = [(display_path(p), why) for p, why in store.failures(roots)]
+    report.failed += scan_errors + transient
     return report
-
-
-def scan_errors_and_failures(
-    store: PhotoStore, roots: Sequence[Path], scan_errors: Sequence[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Every current failure under ``roots``: undecodable files and unreadable folders."""
-    root_set = {display_path(r) for r in roots}
-    failed = [
-        (display_path(p), reason)
-        for p, reason in store.failures()
-        if any(display_path(p).startswith(r.rstrip("/") + "/") for r in root_set)
-    ]
-    return failed + list(scan_errors)
 
 
 def _write(
@@ -218,16 +235,20 @@ def _write(
     batch: Sequence[_Decoded],
     have_vector: set[str],
     report: IndexReport,
-) -> None:
+) -> list[tuple[str, str]]:
+    """Store one batch; returns the failures not worth remembering (access, not content)."""
     photos: list[NewPhoto] = []
     failures: list[Failure] = []
+    transient: list[tuple[str, str]] = []
     to_encode: dict[str, DecodedPhoto] = {}
     for item in batch:
         file = item.file
         if item.photo is None:
-            failures.append(
-                Failure(file.path, file.root, file.size, file.mtime_ns, item.error or "unreadable")
-            )
+            reason = item.error or "unreadable"
+            if item.transient:
+                transient.append((display_path(file.path), reason))
+            else:
+                failures.append(Failure(file.path, file.root, file.size, file.mtime_ns, reason))
             continue
         photo = item.photo
         photos.append(
@@ -257,3 +278,4 @@ def _write(
     store.write_batch(photos, vectors, encoder.id, failures)
     have_vector.update(vectors)
     report.indexed += len(photos)
+    return transient

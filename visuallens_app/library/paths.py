@@ -34,3 +34,12 @@ def path_from_db(text: str) -> Path:
 def display_path(path: Path | str) -> str:
     """A printable form: undecodable bytes shown as \\xNN escapes."""
     return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")
+
+
+def normalise_root(path: Path | str) -> Path:
+    """The one spelling of a photo folder used everywhere (store, settings, GUI, lookups).
+
+    Absolute with ``~`` expanded, but symlinks kept: ``resolve()`` would turn a symlinked
+    ``~/Pictures`` into a second, different folder and index every photo twice.
+    """
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))

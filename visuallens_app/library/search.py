@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ from numpy.typing import NDArray
 from visuallens_app.errors import LibraryError, NotEnoughHistoryError
 from visuallens_app.library.decode import DecodeError, decode_photo
 from visuallens_app.library.paths import display_path
-from visuallens_app.library.store import PhotoRecord, PhotoStore
+from visuallens_app.library.store import PhotoRecord, PhotoStore, encoder_key
 from visuallens_app.models.base import Encoder
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ class SearchHit:
 
 def index_name(encoder_id: str) -> str:
     """One FAISS file per encoder, so switching encoder never mixes spaces."""
-    return "photos-" + hashlib.blake2b(encoder_id.encode(), digest_size=8).hexdigest()
+    return "photos-" + encoder_key(encoder_id)
 
 
 class PhotoSearch:

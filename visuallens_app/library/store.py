@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,6 +86,28 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_narrow_vector_keys(db: sqlite_utils.Database) -> None:
+    # Rows of `vectors` carry ~1.5 KB blobs, so probing them for "has this photo a vector from
+    # this encoder" reads many sparse pages; this narrow covering index answers it alone.
+    db.execute("CREATE INDEX vectors_by_encoder ON vectors(encoder_id, content_hash)")
+
+
+@migrations()
+def m003_library_id_and_sort_key(db: sqlite_utils.Database) -> None:
+    # A random id per database: a derived FAISS file must never be trusted by a re-created
+    # database whose counters happen to match the old one.
+    db.execute("INSERT INTO meta (key, value) VALUES ('library_id', ?)", [uuid.uuid4().hex])
+    # The timeline order: capture time, else file time, so undated photos (screenshots,
+    # downloads) sit where they were made instead of after every dated photo.
+    db.execute("ALTER TABLE photos ADD COLUMN sort_key TEXT NOT NULL DEFAULT ''")
+    db.execute(
+        "UPDATE photos SET sort_key = coalesce(taken_at, "
+        "strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1e9, 'unixepoch'))"
+    )
+    db.execute("CREATE INDEX photos_sort ON photos(sort_key, id)")
+
+
 @dataclass(frozen=True, slots=True)
 class PhotoRecord:
     """One photo as the rest of the app sees it."""
@@ -134,6 +156,11 @@ class Failure:
     size: int
     mtime_ns: int
     reason: str
+
+
+def encoder_key(encoder_id: str) -> str:
+    """A short, file-name-safe key for an encoder id (index files, fingerprints)."""
+    return hashlib.blake2b(encoder_id.encode(), digest_size=8).hexdigest()
 
 
 def _now() -> str:
@@ -202,7 +229,6 @@ class PhotoStore:
             ) from err
         self.thumbnails = ThumbnailCache(self.directory / "thumbnails")
         self.index_dir = self.directory / "index"
-        self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -257,25 +283,19 @@ class PhotoStore:
 
     # -- what is known (for incremental scans) -------------------------------------------------
 
-    def known_files(self, root: Path) -> dict[str, tuple[int, int]]:
-        """Photos under ``root``: database path text -> (size, mtime_ns), in one query.
+    def known_files(self, root: Path, encoder_id: str) -> dict[str, tuple[int, int, int]]:
+        """Photos under ``root``: database path -> (size, mtime_ns, has a vector from encoder).
 
-        Plain tuples, not records: a re-scan compares 10,000s of these and must cost little more
-        than walking the folder.
+        One query, plain tuples: a re-scan compares 10,000s of these against the disk and must
+        cost little more than walking the folder. Unchanged means ``(size, mtime_ns, 1)``.
         """
         rows = self.db.conn.execute(
-            "SELECT path, size, mtime_ns FROM photos WHERE root = ?", [path_to_db(root)]
+            "SELECT path, size, mtime_ns, EXISTS (SELECT 1 FROM vectors v "
+            "WHERE v.encoder_id = ? AND v.content_hash = p.content_hash) "
+            "FROM photos p WHERE root = ?",
+            [encoder_id, path_to_db(root)],
         )
-        return {path: (size, mtime) for path, size, mtime in rows}
-
-    def paths_missing_vectors(self, root: Path, encoder_id: str) -> set[str]:
-        """Photos under ``root`` with no vector from ``encoder_id`` (e.g. after switching)."""
-        rows = self.db.conn.execute(
-            "SELECT path FROM photos p WHERE root = ? AND NOT EXISTS (SELECT 1 FROM vectors v "
-            "WHERE v.content_hash = p.content_hash AND v.encoder_id = ?)",
-            [path_to_db(root), encoder_id],
-        )
-        return {row[0] for row in rows}
+        return {path: (size, mtime, has) for path, size, mtime, has in rows}
 
     def known_failures(self, root: Path) -> dict[str, tuple[int, int]]:
         """Files under ``root`` that failed before, with the (size, mtime) they failed at."""
@@ -301,7 +321,7 @@ class PhotoStore:
     ) -> None:
         """Write one batch in one transaction: photo rows, their vectors, and failures."""
         now = _now()
-        with self._lock, self.db.atomic():
+        with self.db.atomic():
             if vectors:
                 dim = len(next(iter(vectors.values())))
                 self.db.execute(
@@ -319,15 +339,20 @@ class PhotoStore:
             self.db.conn.executemany(
                 """
                 INSERT INTO photos (path, root, size, mtime_ns, content_hash, width, height,
-                    format, taken_at, gps_lat, gps_lon, camera, orientation, state, added_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?)
+                    format, taken_at, gps_lat, gps_lon, camera, orientation, state, added_at,
+                    sort_key)
+                SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'ok', ?14,
+                    coalesce(?9, strftime('%Y-%m-%dT%H:%M:%S', ?4 / 1e9, 'unixepoch'))
+                -- A folder removed while it was being indexed must not come back as orphans.
+                WHERE EXISTS (SELECT 1 FROM roots WHERE path = ?2)
                 ON CONFLICT(path) DO UPDATE SET
                     root = excluded.root, size = excluded.size, mtime_ns = excluded.mtime_ns,
                     content_hash = excluded.content_hash, width = excluded.width,
                     height = excluded.height, format = excluded.format,
                     taken_at = excluded.taken_at, gps_lat = excluded.gps_lat,
                     gps_lon = excluded.gps_lon, camera = excluded.camera,
-                    orientation = excluded.orientation, state = 'ok'
+                    orientation = excluded.orientation, state = 'ok',
+                    sort_key = excluded.sort_key
                 """,
                 [
                     (
@@ -376,7 +401,7 @@ class PhotoStore:
         keys = [(p,) for p in paths_db]
         if not keys:
             return 0
-        with self._lock, self.db.atomic():
+        with self.db.atomic():
             before = self.db.conn.total_changes
             self.db.conn.executemany("DELETE FROM photos WHERE path = ?", keys)
             removed = self.db.conn.total_changes - before
@@ -384,13 +409,26 @@ class PhotoStore:
             self._bump()
         return int(removed)
 
-    def prune_orphan_vectors(self) -> int:
-        """Drop vectors no photo refers to (after deletes); returns how many went."""
+    def prune_orphans(self) -> int:
+        """Drop vectors and thumbnails no photo refers to any more; returns how many went.
+
+        Called after a sweep: by then a photo moved within the run has its new row, so only
+        content that left the library for good is pruned.
+        """
+        gone = [
+            row[0]
+            for row in self.db.execute(
+                "SELECT DISTINCT content_hash FROM vectors v WHERE NOT EXISTS "
+                "(SELECT 1 FROM photos p WHERE p.content_hash = v.content_hash)"
+            )
+        ]
         with self.db.atomic():
-            n = self.db.execute(
-                "DELETE FROM vectors WHERE content_hash NOT IN (SELECT content_hash FROM photos)"
-            ).rowcount
-        return int(n)
+            self.db.conn.executemany(
+                "DELETE FROM vectors WHERE content_hash = ?", [(h,) for h in gone]
+            )
+        for content_hash in gone:
+            self.thumbnails.remove(content_hash)
+        return len(gone)
 
     def _bump(self) -> None:
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
@@ -401,15 +439,16 @@ class PhotoStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0])
 
+    def library_id(self) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'library_id'").fetchone()
+        return str(row[0])
+
     def fingerprint(self, encoder_id: str) -> str:
-        """Changes whenever the vectors searchable under ``encoder_id`` may have changed."""
-        count = self.db.execute(
-            "SELECT count(*) FROM photos p JOIN vectors v ON v.content_hash = p.content_hash "
-            "WHERE v.encoder_id = ?",
-            [encoder_id],
-        ).fetchone()[0]
-        digest = hashlib.blake2b(encoder_id.encode(), digest_size=8).hexdigest()
-        return f"{digest}-{count}-{self.generation()}"
+        """Changes whenever the vectors searchable under ``encoder_id`` may have changed.
+
+        Every write bumps the generation; the library id tells two databases apart.
+        """
+        return f"{self.library_id()}-{encoder_key(encoder_id)}-{self.generation()}"
 
     def vectors(self, encoder_id: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """All photos with a vector from ``encoder_id``: (photo ids, (n, dim) matrix)."""
@@ -495,13 +534,20 @@ class PhotoStore:
             args.append(date_to + "\uffff" if len(date_to) == 10 else date_to)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         direction = "DESC" if newest_first else "ASC"
-        # Undated photos sort by file time, so a library without EXIF still reads as a timeline.
-        order = f"ORDER BY coalesce(taken_at, '') {direction}, mtime_ns {direction}, id {direction}"
+        order = f"ORDER BY sort_key {direction}, id {direction}"
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
         return self._select(f"{where} {order}{page}", args)
 
-    def failures(self) -> list[tuple[Path, str]]:
-        rows = self.db.execute("SELECT path, reason FROM failures ORDER BY path")
+    def failures(self, roots: Sequence[Path] | None = None) -> list[tuple[Path, str]]:
+        """Unreadable files with their reasons, all of them or those under ``roots``."""
+        if roots is None:
+            rows = self.db.execute("SELECT path, reason FROM failures ORDER BY path")
+        else:
+            keys = [path_to_db(r) for r in roots]
+            marks = ",".join("?" * len(keys))
+            rows = self.db.execute(
+                f"SELECT path, reason FROM failures WHERE root IN ({marks}) ORDER BY path", keys
+            )
         return [(path_from_db(r[0]), r[1]) for r in rows]
 
     def _select(self, tail: str, args: Sequence[Any]) -> list[PhotoRecord]:
