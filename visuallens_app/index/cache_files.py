@@ -102,7 +102,8 @@ def crc32_and_fsync(path: Path) -> int:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp")
+    # A unique name per writer: two threads rebuilding at once must not clobber each other.
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         with tmp.open("wb") as f:
             f.write(data)

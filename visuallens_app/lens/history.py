@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlite_utils import Migrations
 
 from visuallens_app.models.base import Encoder
 
@@ -130,12 +131,25 @@ class History:
 # -- caches in the store ----------------------------------------------------------------------
 
 
-def ensure_lens_tables(db: Any) -> None:
-    """Create the lens cache tables if missing; safe to call on every open.
+lens_migrations = Migrations("visuallens.lens")
+_migrated: set[tuple[int, str]] = set()
 
-    ``db`` is the store's ``sqlite_utils.Database``. Keys include the encoder id everywhere,
-    because vectors of two encoders are never comparable.
+
+def ensure_lens_tables(db: Any) -> None:
+    """Apply the lens cache schema (versioned migrations) once per database per process.
+
+    ``db`` is the store's ``sqlite_utils.Database``. After the first call for a database this
+    is a set lookup: no DDL runs on the read paths that call it.
     """
+    key = (id(db.conn), str(db.execute("PRAGMA database_list").fetchone()[2]))
+    if key not in _migrated:
+        lens_migrations.apply(db)
+        _migrated.add(key)
+
+
+@lens_migrations()
+def m001_lens_caches(db: Any) -> None:
+    """Caches keyed by encoder id everywhere: vectors of two encoders are never comparable."""
     db[TEXT_VECTORS].create(
         {"encoder_id": str, "text_hash": str, "vector": bytes},
         pk=("encoder_id", "text_hash"),
@@ -163,7 +177,7 @@ def ensure_lens_tables(db: Any) -> None:
             "scores": bytes,  # float32 normalised scores, same order
         },
         pk=("content_hash", "encoder_id", "vocab_hash"),
-        if_not_exists=True,
+        if_not_exists=True,  # libraries made before this migration existed
     )
 
 

@@ -486,16 +486,12 @@ class Recommender:
         return self._vocabulary
 
     def library(self) -> _Library:
-        # Every write to the store bumps its generation (one-row read); the full fingerprint
-        # (a count over photos x vectors) is only consulted when that moved.
-        generation = self.store.generation()
-        if self._library is not None and generation == self._generation:
-            return self._library
+        # The store's fingerprint (library id + encoder + write generation) is a few one-row
+        # reads; the history is reloaded only when it moved.
         fingerprint = self.store.fingerprint(self.encoder.id)
         if self._library is None or fingerprint != self._fingerprint:
             self._library = _Library(History.from_store(self.store, self.encoder.id))
             self._fingerprint = fingerprint
-        self._generation = generation
         return self._library
 
     def history(self) -> History:
