@@ -71,6 +71,7 @@ def candidates(n: int) -> list[CatalogItem]:
 
 
 def fill_store(store: PhotoStore, vectors: NDArray[np.float32], encoder_id: str) -> None:
+    store.add_roots([Path("/bench")])
     for start in range(0, len(vectors), 2000):
         chunk = range(start, min(start + 2000, len(vectors)))
         photos = [
