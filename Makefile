@@ -35,7 +35,7 @@ unit: $(STAMP)
 test: lint typecheck contracts unit
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(or $(BENCH),all)
 
 # A real X screen (Xvfb) when there is no display, so fonts and styles render as on a desktop.
 screenshots: $(STAMP)
