@@ -152,6 +152,19 @@ class IndexingBar(QFrame):
             self.pause_clicked.emit()
 
 
+def item_data(index: QModelIndex | QPersistentModelIndex, role: int) -> object:
+    """``index.data(role)``, asked of the Python model directly.
+
+    ``QModelIndex.data`` turns an empty QVariant into ``None`` without taking a reference to it
+    (PySide6 6.12 on Python 3.11, where None is not immortal): each empty role a delegate reads
+    that way drops None's reference count by one, and scrolling a large grid (thumbnails not
+    loaded yet, no score while browsing) brings it to zero and aborts the app with "deallocating
+    None". Calling the model's Python ``data`` never crosses that conversion.
+    """
+    model = index.model()
+    return model.data(index, role) if model is not None else None
+
+
 class ThumbnailDelegate(QStyledItemDelegate):
     """Square, centre-cropped thumbnails with rounded corners, a name line and a score badge."""
 
@@ -188,7 +201,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(rect.adjusted(1, 1, -1, -1), 8, 8)
         clip = QPainterPath()
         clip.addRoundedRect(tile, 6, 6)
-        pixmap = index.data(ThumbnailRole)
+        pixmap = item_data(index, ThumbnailRole)
         if isinstance(pixmap, QPixmap) and not pixmap.isNull():
             painter.setClipPath(clip)
             if pixmap.width() == pixmap.height():
@@ -205,7 +218,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
             base = QColor(palette.color(QPalette.ColorRole.Mid))
             base.setAlpha(60)
             painter.fillPath(clip, base)
-        score = index.data(ScoreRole)
+        score = item_data(index, ScoreRole)
         if score is not None:
             badge = f"{score:.2f}"
             font = QFont(option.font)
@@ -228,7 +241,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
             role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
             painter.setPen(palette.color(role))
             name = option.fontMetrics.elidedText(
-                str(index.data(Qt.ItemDataRole.DisplayRole) or ""),
+                str(item_data(index, Qt.ItemDataRole.DisplayRole) or ""),
                 Qt.TextElideMode.ElideMiddle,
                 self.side,
             )

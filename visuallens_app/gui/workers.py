@@ -6,7 +6,9 @@ core job is one), the runner drives it, forwarding each yielded Progress as a si
 about ten per second, and takes the generator's return value as the result.
 
 Keyed jobs: starting a job under a key that is still running cancels the older one, whose late
-result is dropped; that is how a new search supersedes the previous one. On quit,
+result is dropped; that is how a new search supersedes the previous one. A *lane* is one
+dedicated worker thread: jobs that keep state on their thread between runs (an open store, a
+loaded FAISS index) run there, one after another. On quit,
 :meth:`JobRunner.shutdown` cancels everything and waits. :func:`wait_for_all_pools` lets tests
 assert that no worker thread is left behind.
 """
@@ -103,11 +105,17 @@ class Job(QObject):
     _ended = Signal(str, object)
 
     def __init__(
-        self, key: str, task: Callable[[JobContext], Any], parent: QObject | None = None
+        self,
+        key: str,
+        task: Callable[[JobContext], Any],
+        parent: QObject | None = None,
+        *,
+        lane: str = "",
     ) -> None:
         super().__init__(parent)
         self.key = key
         self.task = task
+        self.lane = lane
         self.token = CancelToken()
         self.done = False
         self.outcome = ""
@@ -216,6 +224,16 @@ class _Runnable(QRunnable):
         self._job._run()
 
 
+def _guarded(call: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            call()
+        except Exception:
+            log.error("Clean-up on a worker failed:\n%s", traceback.format_exc())
+
+    return run
+
+
 class JobRunner(QObject):
     """Runs tasks on a QThreadPool; keyed jobs supersede each other."""
 
@@ -230,13 +248,38 @@ class JobRunner(QObject):
         self._by_key: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._lanes: dict[str, QThreadPool] = {}
+        self._lane_exits: list[tuple[QThreadPool, Callable[[], None]]] = []
 
-    def start(self, key: str, task: Callable[[JobContext], Any], *, supersede: bool = True) -> Job:
-        """Run ``task`` on the pool. With ``supersede``, a running job of the same key is cancelled.
+    def add_lane(self, name: str, *, on_shutdown: Callable[[], None] | None = None) -> None:
+        """A dedicated worker thread for jobs started with ``lane=name``, run in order.
+
+        ``on_shutdown`` runs on that thread when the runner shuts down, after its last job
+        (to close what the jobs kept open there: a store's connection belongs to its thread).
+        """
+        pool = register_pool(QThreadPool(self))
+        pool.setMaxThreadCount(1)
+        pool.setExpiryTimeout(-1)  # the same thread for the runner's lifetime, not a fresh one
+        self._lanes[name] = pool
+        if on_shutdown is not None:
+            self._lane_exits.append((pool, on_shutdown))
+
+    def start(
+        self,
+        key: str,
+        task: Callable[[JobContext], Any],
+        *,
+        supersede: bool = True,
+        lane: str = "",
+    ) -> Job:
+        """Run ``task`` on the pool (or on ``lane``, see :meth:`add_lane`). With ``supersede``,
+        a running job of the same key is cancelled.
 
         Connect to the returned job's signals before returning to the event loop: its outcome
         is relayed through the loop, so no signal is missed however fast the task is.
         """
+        if lane and lane not in self._lanes:
+            raise ValueError(f"no lane named {lane!r}")
         if self._closed:
             # The app is quitting: nothing new runs; the job ends cancelled at once.
             job = Job(key, task)
@@ -244,7 +287,7 @@ class JobRunner(QObject):
             job._ended.emit("cancelled", None)
             return job
         old = self._by_key.get(key) if supersede else None
-        job = Job(key, task)
+        job = Job(key, task, lane=lane)
         job.finished.connect(lambda j=job: self._on_finished(j))
         self._jobs[id(job)] = job
         self._by_key[key] = job
@@ -263,7 +306,7 @@ class JobRunner(QObject):
             job.token.cancel()
             job._ended.emit("cancelled", None)
         else:
-            self.pool.start(_Runnable(job))
+            self._lanes.get(job.lane, self.pool).start(_Runnable(job))
 
     def current(self, key: str) -> Job | None:
         job = self._by_key.get(key)
@@ -285,7 +328,14 @@ class JobRunner(QObject):
         """Cancel everything and wait for the workers; True when every thread finished."""
         self._closed = True
         self.cancel_all()
-        return bool(self.pool.waitForDone(timeout_ms))
+        for pool, on_shutdown in self._lane_exits:
+            pool.start(_guarded(on_shutdown))
+        deadline = time.monotonic() + timeout_ms / 1000
+        ok = True
+        for pool in [self.pool, *self._lanes.values()]:
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            ok = bool(pool.waitForDone(left)) and ok
+        return ok
 
     def _on_finished(self, job: Job) -> None:
         self._jobs.pop(id(job), None)
