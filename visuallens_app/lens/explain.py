@@ -40,11 +40,16 @@ def photo_support(
 #: coffee photo at +0.52 explains an espresso bar; a motorcycle at +0.006 beside it does not.
 RELATIVE_FLOOR = 0.25
 
+#: A photo closer to a candidate than to the average candidate by less than this (centred
+#: cosine) is no evidence at all: better to show none than a cat photo for a café window.
+PHOTO_FLOOR = 0.05
 
-def _strong(values: NDArray[np.float32], order: NDArray[np.intp]) -> list[int]:
-    """Indices in ``order`` with a positive value of at least RELATIVE_FLOOR x the best one."""
+
+def _strong(values: NDArray[np.float32], order: NDArray[np.intp], floor: float = 0.0) -> list[int]:
+    """Indices in ``order`` above ``floor`` and at least RELATIVE_FLOOR x the best value."""
     best = float(values[order[0]]) if len(order) else 0.0
-    return [int(j) for j in order if values[j] > 0 and values[j] >= RELATIVE_FLOOR * best]
+    cut = max(floor, RELATIVE_FLOOR * best)
+    return [int(j) for j in order if values[j] > 0 and values[j] >= cut]
 
 
 def supporting_photos(
@@ -56,13 +61,13 @@ def supporting_photos(
 ) -> tuple[Evidence, ...]:
     """Up to ``k`` retrieved photos with the largest positive support for candidate ``column``.
 
-    Photos far weaker than the best one (:data:`RELATIVE_FLOOR`) are left out. If no photo is
-    closer to this candidate than to the average one, the single closest photo is still named
-    (with its non-positive contribution), so no recommendation is unexplained.
+    Photos far weaker than the best one (:data:`RELATIVE_FLOOR`) or barely closer to this
+    candidate than to the average one (:data:`PHOTO_FLOOR`) are left out: a recommendation with
+    no photo evidence is explained by its aspect words alone, never by a photo that means nothing.
     """
     col = support[:, column]
     order = np.argsort(-col, kind="stable")
-    chosen = (_strong(col, order[:k]) or [int(order[0])]) if len(order) else []
+    chosen = _strong(col, order[:k], PHOTO_FLOOR)
     return tuple(
         Evidence(
             photo_id=int(history.ids[retrieved[j]]),
