@@ -58,6 +58,7 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda | mps
     retrieval_size: int = 64  # w: history photos kept per category
     catalog_dir: str = ""  # empty: the shipped default catalog
+    captioner_dir: str = ""  # a local Hugging Face captioning model folder; empty: no captions
     window_geometry: str = ""  # base64 of QWidget.saveGeometry(), written by the GUI
     schema_version: int = SCHEMA_VERSION
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from visuallens_app.cli.common import add_common, emit, load_encoder, open_store
+from visuallens_app.cli.common import add_common, emit, load_encoder, open_store, run_job
 
 
 def register(subparsers: Any) -> None:
@@ -39,10 +39,50 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--explain",
         action="store_true",
-        help="show the supporting photos and matched aspects of each item",
+        help="show the supporting photos (with captions), and matched aspects of each item",
+    )
+    p.add_argument(
+        "--captioner",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "caption the retrieved photos with the Hugging Face captioning model in DIR "
+            "(default: settings; captions are cached in the library)"
+        ),
+    )
+    p.add_argument(
+        "--no-captions",
+        action="store_true",
+        help="no captions, even when the settings name a captioning model",
+    )
+    p.add_argument(
+        "--rerank-model",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "re-rank with the local vision-language model in DIR (the paper's grid + prompt; "
+            "slow, loads gigabytes)"
+        ),
     )
     add_common(p)
     p.set_defaults(handler=cmd_recommend)
+
+    p = subparsers.add_parser(
+        "caption",
+        help="caption every photo in the library (for the re-ranker and explanations)",
+        description=(
+            "Caption the library's photos with a local Hugging Face captioning model, so that "
+            "recommendations never wait for it. Photos already captioned by this model are "
+            "skipped; an interrupted run continues where it stopped."
+        ),
+    )
+    p.add_argument(
+        "--captioner", type=Path, metavar="DIR", help="the model folder (default: settings)"
+    )
+    p.add_argument("--library", type=Path, metavar="DIR", help="library directory")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=cmd_caption)
 
     p = subparsers.add_parser(
         "catalog",
@@ -100,6 +140,18 @@ def _catalog(path: Path | None) -> Any:
     return load_default_catalog() if folder is None else load_catalog(folder).catalog
 
 
+def _captioner(args: argparse.Namespace, settings: Any) -> Any:
+    """The captioner the user asked for (option, else settings), or None for no captions."""
+    from visuallens_app.lens.aspects import TransformersCaptioner
+
+    if getattr(args, "no_captions", False):
+        return None
+    folder = args.captioner or (Path(settings.captioner_dir) if settings.captioner_dir else None)
+    if folder is None:
+        return None
+    return TransformersCaptioner(folder, device=getattr(args, "device", None) or settings.device)
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -110,27 +162,62 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise VisualLensError("-k must be at least 1.")
-    w = args.w if args.w is not None else Settings.load().retrieval_size
+    settings = Settings.load()
+    w = args.w if args.w is not None else settings.retrieval_size
     if w < 1:
         raise VisualLensError("-w must be at least 1.")
     catalog = _catalog(args.catalog)
-    candidates_for(catalog, args.category)  # an unknown category fails before the model loads
+    # An unknown category or a missing model folder fails before the encoder loads.
+    candidates = candidates_for(catalog, args.category)
+    captioner = _captioner(args, settings)
+    reranker = None
+    if args.rerank_model is not None:
+        from visuallens_app.lens.rerank import MAX_CANDIDATES, MLLMReranker
+
+        reranker = MLLMReranker(args.rerank_model, device=args.device or settings.device)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        result = Recommender(store, encoder).recommend(
-            args.category, catalog, k=args.k, config=replace(LensConfig(), w=w)
+        recommender = Recommender(store, encoder)
+        # The re-ranker orders every candidate it can take; the top k are shown after.
+        depth = max(args.k, min(len(candidates), MAX_CANDIDATES)) if reranker else args.k
+        result = recommender.recommend(
+            args.category,
+            catalog,
+            k=depth,
+            config=replace(LensConfig(), w=w),
+            captioner=captioner,
         )
+        paths = recommender.history().paths
+        if reranker is not None:
+            from visuallens_app.lens.rerank import rerank_result
+
+            result = rerank_result(reranker, result, paths, f"recommend a {args.category}")
+            result = replace(result, recommendations=result.recommendations[: args.k])
     recs = result.recommendations
+    captions = {paths[i]: text for i, text in result.captions}
+
+    def photo_line(path: Path, contribution: float) -> str:
+        line = f"      photo {display_path(path)}  ({contribution:+.3f})"
+        caption = captions.get(path)
+        return f'{line}  "{caption}"' if caption else line
+
+    def as_json() -> list[dict[str, object]]:
+        rows = [r.as_json() for r in recs]
+        if captions:
+            for row, rec in zip(rows, recs, strict=True):
+                row["captions"] = {
+                    display_path(e.path): captions[e.path]
+                    for e in rec.evidence
+                    if e.path in captions
+                }
+        return rows
 
     def text() -> str:
         lines = []
         for rank, rec in enumerate(recs, 1):
             lines.append(f"{rank:2d}. {rec.item.name}  ({rec.score:+.2f})")
             if args.explain:
-                lines.extend(
-                    f"      photo {display_path(e.path)}  ({e.contribution:+.3f})"
-                    for e in rec.evidence
-                )
+                lines.extend(photo_line(e.path, e.contribution) for e in rec.evidence)
                 if rec.aspects:
                     lines.append(
                         "      aspects " + ", ".join(f"{t} ({c:+.2f})" for t, c in rec.aspects)
@@ -143,7 +230,23 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             lines.extend(result.notes)
         return "\n".join(lines)
 
-    emit(args, [r.as_json() for r in recs], text)
+    emit(args, as_json(), text)
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from visuallens_app.errors import ModelUnavailableError
+    from visuallens_app.lens.aspects import caption_photos
+    from visuallens_app.settings import Settings
+
+    captioner = _captioner(args, Settings.load())
+    if captioner is None:
+        raise ModelUnavailableError(
+            "No captioning model is configured; give --captioner DIR or set captioner_dir."
+        )
+    with open_store(args) as store:
+        count = run_job(caption_photos(store, captioner), show=not args.json)
+    emit(args, {"captioned": count}, lambda: f"Captioned {count} photo(s).")
     return 0
 
 
@@ -204,7 +307,9 @@ def cmd_aspects(args: argparse.Namespace) -> int:
             image = decode_photo(args.photo, target=384).image
         except DecodeError as err:
             raise LibraryError(f"Cannot read {args.photo}: {err}.") from err
-        caption = TransformersCaptioner(args.captioner).caption([image])[0]
+        caption = TransformersCaptioner(args.captioner, device=args.device or "cpu").caption(
+            [image]
+        )[0]
     data: dict[str, object] = {"aspects": [{"term": t, "score": round(s, 4)} for t, s in aspects]}
     if caption is not None:
         data["caption"] = caption

@@ -6,12 +6,17 @@ ranking: ConSE and CLIP similarities carry strong per-term biases, so generic wo
 "indoor") top every photo. Each term's cosine is therefore standardised across the library
 (z-score, with the spread floored and shrunk towards a prior for small libraries), so a word is
 a photo's aspect when it fits *this* photo unusually well.
+
+Captions (<= 30 words, as in the paper) come from a local captioning model when the user has
+configured one. They are cached in the store by content hash + captioner id and computed lazily,
+for the photos a question retrieved (:func:`history_captions`), or for the whole library by the
+long job :func:`caption_photos`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -21,8 +26,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app.errors import LibraryError, ModelUnavailableError
+from visuallens_app.jobs import CancelToken, Job, ProgressMeter
 from visuallens_app.lens.history import (
     PHOTO_ASPECTS,
+    PHOTO_CAPTIONS,
     History,
     encode_texts_cached,
     ensure_lens_tables,
@@ -306,67 +313,273 @@ def _photo_vector(path: Path, encoder: Encoder, store: PhotoStore | None) -> NDA
 
 # -- captions ---------------------------------------------------------------------------------
 
+#: The paper's caption length limit, in words.
+MAX_CAPTION_WORDS = 30
+#: Photos are decoded to about this side for captioning; captioners resize to 224-384 px.
+CAPTION_DECODE_SIDE = 384
+
 
 @runtime_checkable
 class Captioner(Protocol):
-    """Writes a short caption per image (the paper's <= 30-word captions)."""
+    """Writes a short caption per image (the paper's <= 30-word captions).
+
+    ``id`` is stable across runs and changes whenever the captions would (another model, or new
+    weights in the same folder): stored captions are keyed by it.
+    """
+
+    @property
+    def id(self) -> str: ...
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+
+
+def cap_words(text: str, limit: int = MAX_CAPTION_WORDS) -> str:
+    """``text`` on one line, cut to its first ``limit`` words."""
+    return " ".join(str(text).split()[:limit])
 
 
 class TransformersCaptioner:
     """A local Hugging Face image-captioning model (BLIP, GIT, ViT-GPT2...) from a folder.
 
-    Only used when the user configured a model folder; nothing is downloaded. transformers is
-    imported here, on first use, so the rest of the lens never pays for it.
+    Only used when the user configured a model folder; nothing is downloaded and no remote code
+    runs. transformers is imported on first use, so the rest of the lens never pays for it.
+    Encoder-decoder captioners (``VisionEncoderDecoderModel``, e.g. ViT-GPT2) and BLIP-style
+    models both load through ``AutoModelForImageTextToText``; the encoder-decoder class is also
+    tried directly when the folder's config says ``vision-encoder-decoder``.
     """
 
-    def __init__(self, model_dir: Path, *, device: str = "cpu", max_new_tokens: int = 30) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "cpu",
+        max_new_tokens: int = 40,
+        batch_size: int = 8,
+    ) -> None:
         self.model_dir = Path(model_dir)
         if not self.model_dir.is_dir():
             raise ModelUnavailableError(
                 f"No captioning model at {self.model_dir}; give a folder holding a Hugging Face "
                 "image-captioning model, or leave captions off."
             )
+        if not (self.model_dir / "config.json").is_file():
+            raise ModelUnavailableError(
+                f"{self.model_dir} has no config.json, so it is not a Hugging Face "
+                "image-captioning model folder."
+            )
         self.device = device
         self.max_new_tokens = max_new_tokens
+        self.batch_size = max(1, batch_size)
+        self._id = _folder_id(self.model_dir, max_new_tokens)
         self._model: Any = None
         self._processor: Any = None
         self._tokenizer: Any = None
 
+    @property
+    def id(self) -> str:
+        return self._id
+
     def _load(self) -> None:
         if self._model is not None:
             return
-        from transformers import (
-            AutoImageProcessor,
-            AutoModelForImageTextToText,
-            AutoTokenizer,
-        )
+        import json
 
+        import torch
+        import transformers
+
+        # transformers' partial annotations fight mypy --strict; the objects are used dynamically.
+        tf: Any = transformers
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            model = AutoModelForImageTextToText.from_pretrained(self.model_dir)
-            self._model = model.eval().to(self.device)  # type: ignore[no-untyped-call]
-            self._processor = AutoImageProcessor.from_pretrained(  # type: ignore[no-untyped-call]
-                self.model_dir
-            )
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        except (OSError, ValueError) as err:
+            config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+            model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
+            try:
+                model = tf.AutoModelForImageTextToText.from_pretrained(
+                    self.model_dir, local_files_only=True
+                )
+            except ValueError:
+                # Versions whose image-text-to-text mapping lacks the encoder-decoder wrapper.
+                if model_type != "vision-encoder-decoder":
+                    raise
+                model = tf.VisionEncoderDecoderModel.from_pretrained(
+                    self.model_dir, local_files_only=True
+                )
+            processor = tf.AutoImageProcessor.from_pretrained(self.model_dir, local_files_only=True)
+            tokenizer = tf.AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise ModelUnavailableError(
-                f"Cannot load the captioning model in {self.model_dir}: {err}"
+                f"Cannot load a captioning model from {self.model_dir}: {_first_line(err)}."
             ) from err
+        model.to(device)
+        model.eval()
+        self.device = device
+        self._model, self._processor, self._tokenizer = model, processor, tokenizer
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """One caption of at most :data:`MAX_CAPTION_WORDS` words per image, in order."""
         import torch
 
         if not images:
             return []
         self._load()
-        pixels = self._processor(
-            images=[im.convert("RGB") for im in images], return_tensors="pt"
-        ).pixel_values.to(self.device)
-        with torch.inference_mode():
-            tokens = self._model.generate(
-                pixel_values=pixels, max_new_tokens=self.max_new_tokens, do_sample=False
-            )
-        texts = self._tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        return [" ".join(str(t).split()[:30]) for t in texts]
+        out: list[str] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
+            pixels = self._processor(images=batch, return_tensors="pt").pixel_values
+            pixels = pixels.to(self.device, dtype=getattr(self._model, "dtype", None))
+            try:
+                with torch.inference_mode():
+                    tokens = self._model.generate(
+                        pixel_values=pixels, max_new_tokens=self.max_new_tokens, do_sample=False
+                    )
+            except (TypeError, ValueError) as err:
+                raise ModelUnavailableError(
+                    f"The model in {self.model_dir} cannot caption an image without a text "
+                    f"prompt ({_first_line(err)}); use an image-captioning model."
+                ) from err
+            texts = self._tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            out.extend(cap_words(t) for t in texts)
+        return out
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of a library's error, so the user's message stays one sentence."""
+    text = str(err).strip()
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(err).__name__
+
+
+def _folder_id(folder: Path, max_new_tokens: int) -> str:
+    """``transformers:<hash>`` of the folder's path, file sizes and times, and the length cap.
+
+    Hashing gigabytes of weights would cost seconds at every start; sizes and modification times
+    change whenever the weights are replaced, which is what the id must notice.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(folder.resolve()).encode("utf-8"))
+    digest.update(f"\0{max_new_tokens}\0{MAX_CAPTION_WORDS}".encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return f"transformers:{digest.hexdigest()}"
+
+
+def stored_captions(db: Any, captioner_id: str, content_hashes: Sequence[str]) -> dict[str, str]:
+    """Captions already in the store for ``content_hashes`` (hash -> caption)."""
+    ensure_lens_tables(db)
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(content_hashes))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT content_hash, caption FROM {PHOTO_CAPTIONS} "
+            f"WHERE captioner_id = ? AND content_hash IN ({marks})",
+            [captioner_id, *chunk],
+        ).fetchall()
+        found.update({str(h): str(c) for h, c in rows})
+    return found
+
+
+def _store_captions(db: Any, captioner_id: str, captions: Mapping[str, str]) -> None:
+    if not captions:
+        return
+    ensure_lens_tables(db)
+    with db.atomic():
+        db.conn.executemany(
+            f"INSERT OR REPLACE INTO {PHOTO_CAPTIONS} (content_hash, captioner_id, caption) "
+            "VALUES (?, ?, ?)",
+            [(h, captioner_id, c) for h, c in captions.items()],
+        )
+
+
+def _caption_files(captioner: Captioner, paths: Sequence[Path]) -> tuple[list[int], list[str]]:
+    """Captions of the readable files among ``paths``: (their positions, their captions)."""
+    from visuallens_app.library.decode import DecodeError, decode_photo
+
+    images: list[Image.Image] = []
+    positions: list[int] = []
+    for position, path in enumerate(paths):
+        try:
+            images.append(decode_photo(path, target=CAPTION_DECODE_SIDE).image)
+        except DecodeError:
+            continue  # an unreadable photo has no caption; the lens carries on without it
+        positions.append(position)
+    captions = [cap_words(c) for c in captioner.caption(images)] if images else []
+    return positions, captions
+
+
+def history_captions(
+    history: History,
+    rows: Sequence[int] | NDArray[np.integer[Any]],
+    captioner: Captioner,
+    *,
+    db: Any | None = None,
+    batch_size: int = 8,
+    cancel: CancelToken | None = None,
+) -> dict[int, str]:
+    """Captions of the history photos at ``rows`` (history index -> caption), lazily.
+
+    Captions already in the store are read; only the others are captioned (in batches, each
+    written back in one transaction), so asking again for the same photos runs no model.
+    Photos whose file cannot be read get no entry.
+    """
+    indices = [int(i) for i in rows]
+    by_hash: dict[str, str] = {}
+    if db is not None and indices:
+        by_hash = stored_captions(db, captioner.id, [history.content_hashes[i] for i in indices])
+    todo = list(dict.fromkeys(history.content_hashes[i] for i in indices) - by_hash.keys())
+    if todo:
+        first_path: dict[str, Path] = {}
+        for i in indices:
+            first_path.setdefault(history.content_hashes[i], history.paths[i])
+        for start in range(0, len(todo), max(1, batch_size)):
+            if cancel is not None:
+                cancel.check()
+            chunk = todo[start : start + max(1, batch_size)]
+            positions, captions = _caption_files(captioner, [first_path[h] for h in chunk])
+            fresh = {chunk[p]: c for p, c in zip(positions, captions, strict=True)}
+            if db is not None:
+                _store_captions(db, captioner.id, fresh)
+            by_hash.update(fresh)
+    return {i: by_hash[h] for i in indices if (h := history.content_hashes[i]) in by_hash}
+
+
+def caption_photos(
+    store: PhotoStore,
+    captioner: Captioner,
+    *,
+    cancel: CancelToken | None = None,
+    batch_size: int = 8,
+) -> Job[int]:
+    """Caption every photo of the library that has no caption from ``captioner`` yet.
+
+    A long job for the GUI and the CLI (a generator of Progress records, stage "caption");
+    each batch is written in one transaction, so a cancelled run keeps what it finished and a
+    rerun continues from there. Returns how many photos were captioned.
+    """
+    cancel = cancel or CancelToken()
+    first_path: dict[str, Path] = {}
+    for record in store.list_photos(newest_first=False):
+        if not record.offline:
+            first_path.setdefault(record.content_hash, record.path)
+    done = stored_captions(store.db, captioner.id, list(first_path))
+    todo = [h for h in first_path if h not in done]
+    meter = ProgressMeter(len(todo), "caption")
+    yield meter.progress(f"Captioning {len(todo)} photo(s)")
+    captioned = 0
+    step = max(1, batch_size)
+    for start in range(0, len(todo), step):
+        cancel.check()
+        chunk = todo[start : start + step]
+        positions, captions = _caption_files(captioner, [first_path[h] for h in chunk])
+        _store_captions(
+            store.db, captioner.id, {chunk[p]: c for p, c in zip(positions, captions, strict=True)}
+        )
+        captioned += len(positions)
+        meter.advance(len(chunk))
+        if meter.due():
+            yield meter.progress(f"Captioned {captioned} photo(s)")
+    yield meter.progress(f"Captioned {captioned} photo(s)")
+    return captioned

@@ -6,8 +6,9 @@ it, so the stages run on a real library, on a benchmark user's history, or on a 
 vectors alike.
 
 The lens also caches what it derives from an encoder (text embeddings of the aspect vocabulary,
-prompts and catalog items; per-photo top aspects) in the store's SQLite database, in tables that
-:func:`ensure_lens_tables` creates idempotently. They are caches: deleting them costs time only.
+prompts and catalog items; per-photo top aspects) or a captioning model (per-photo captions) in
+the store's SQLite database, in tables that :func:`ensure_lens_tables` creates idempotently.
+They are caches: deleting them costs time only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 TEXT_VECTORS = "lens_text_vectors"
 ITEM_VECTORS = "lens_item_vectors"
 PHOTO_ASPECTS = "lens_photo_aspects"
+PHOTO_CAPTIONS = "lens_photo_captions"
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,6 +180,17 @@ def m001_lens_caches(db: Any) -> None:
         },
         pk=("content_hash", "encoder_id", "vocab_hash"),
         if_not_exists=True,  # libraries made before this migration existed
+    )
+
+
+@lens_migrations()
+def m002_photo_captions(db: Any) -> None:
+    """Captions keyed by content hash + captioner id: a moved photo keeps its caption, and a
+    different (or replaced) captioning model writes its own rows instead of mixing in."""
+    db[PHOTO_CAPTIONS].create(
+        {"content_hash": str, "captioner_id": str, "caption": str},
+        pk=("content_hash", "captioner_id"),
+        if_not_exists=True,
     )
 
 

@@ -20,7 +20,14 @@ from numpy.typing import NDArray
 
 from visuallens_app.errors import CatalogError, NotEnoughHistoryError
 from visuallens_app.jobs import CancelToken
-from visuallens_app.lens.aspects import AspectSpace, LibraryAspects, Vocabulary, library_aspects
+from visuallens_app.lens.aspects import (
+    AspectSpace,
+    Captioner,
+    LibraryAspects,
+    Vocabulary,
+    history_captions,
+    library_aspects,
+)
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.explain import (
     Evidence,
@@ -62,6 +69,8 @@ if TYPE_CHECKING:
 
 #: Below this many photos there is no preference to read; the paper drops users with < 10.
 MIN_HISTORY = 3
+#: Captions are written for the photos that make the profile grid (8x8 tiles), best first.
+CAPTIONED_PHOTOS = 64
 
 _blas_controller: list[Any] = []
 
@@ -150,12 +159,21 @@ class Recommendation:
 
 @dataclass(frozen=True, slots=True)
 class LensResult:
-    """Ranked recommendations, the retrieved photos (history indices, ranked), the profile."""
+    """Ranked recommendations, the retrieved photos (history indices, ranked), the profile.
+
+    ``captions`` pairs a history index from ``retrieved`` with its photo's caption, in
+    retrieval order; empty when no captioner was given (or no retrieved photo was readable).
+    """
 
     recommendations: tuple[Recommendation, ...]
     retrieved: tuple[int, ...]
     profile_aspects: tuple[tuple[str, float], ...]
     notes: tuple[str, ...]
+    captions: tuple[tuple[int, str], ...] = ()
+
+    def caption_of(self, index: int) -> str | None:
+        """The caption of the history photo at ``index``, when it has one."""
+        return next((text for i, text in self.captions if i == index), None)
 
 
 @dataclass(eq=False)
@@ -382,6 +400,21 @@ def _result(
     )
 
 
+def _with_captions(
+    result: LensResult,
+    history: History,
+    captioner: Captioner | None,
+    db: Any | None,
+    cancel: CancelToken | None = None,
+) -> LensResult:
+    """``result`` with the captions of its first :data:`CAPTIONED_PHOTOS` retrieved photos."""
+    if captioner is None or not result.retrieved:
+        return result
+    rows = result.retrieved[:CAPTIONED_PHOTOS]
+    found = history_captions(history, rows, captioner, db=db, cancel=cancel)
+    return replace(result, captions=tuple((i, found[i]) for i in rows if found.get(i)))
+
+
 def recommend(
     history: History,
     candidates: Sequence[CatalogItem],
@@ -392,6 +425,7 @@ def recommend(
     vocabulary: Vocabulary | None = None,
     store: PhotoStore | None = None,
     k: int = 10,
+    captioner: Captioner | None = None,
 ) -> LensResult:
     """Rank ``candidates`` for ``category`` from the user's ``history``, with explanations.
 
@@ -408,6 +442,9 @@ def recommend(
         everything is computed in memory.
     k
         How many recommendations to return.
+    captioner
+        When given, the top retrieved photos are captioned (read from the store's cache where
+        there) into ``LensResult.captions``; without it nothing is captioned.
 
     Raises
     ------
@@ -422,7 +459,7 @@ def recommend(
     lib = _Library(history)
     with _single_blas_thread():
         scored = _score(lib, candidates, category, encoder, config=config, vocabulary=vocab, db=db)
-    return _result(lib, candidates, scored, config, k)
+    return _with_captions(_result(lib, candidates, scored, config, k), history, captioner, db)
 
 
 def training_examples(
@@ -513,8 +550,14 @@ class Recommender:
         k: int = 10,
         config: LensConfig | None = None,
         cancel: CancelToken | None = None,
+        *,
+        captioner: Captioner | None = None,
     ) -> LensResult:
-        """Top ``k`` items of ``category`` in ``catalog`` for this library's owner."""
+        """Top ``k`` items of ``category`` in ``catalog`` for this library's owner.
+
+        With a ``captioner``, the top retrieved photos' captions are added (cached in the
+        store, so only photos never captioned before cost a model call).
+        """
         config = config or LensConfig()
         lib = self.library()
         _check_history(lib.history)
@@ -532,4 +575,5 @@ class Recommender:
                 items=items,
                 cancel=cancel,
             )
-        return _result(lib, candidates, scored, config, k)
+        result = _result(lib, candidates, scored, config, k)
+        return _with_captions(result, lib.history, captioner, self.store.db, cancel)

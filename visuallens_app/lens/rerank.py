@@ -22,14 +22,17 @@ torch and transformers are imported inside functions: this module loads in milli
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
 from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.lens.catalog import CatalogItem
+
+if TYPE_CHECKING:
+    from visuallens_app.lens.pipeline import LensResult
 
 #: The paper tags at most 100 candidates (its benchmarks have 30-100 per question).
 MAX_CANDIDATES = 100
@@ -209,6 +212,101 @@ class MLLMReranker:
         return moved
 
 
+@dataclass(frozen=True, eq=False)
+class ProfileGrid:
+    """The grid the re-ranker sees, and what its numbered tiles hold.
+
+    ``rows[t - 1]`` is the history index of the photo in tile ``t``; ``captions`` is keyed by
+    tile number, as :func:`build_prompt` wants them.
+    """
+
+    image: Image.Image
+    rows: tuple[int, ...]
+    captions: dict[int, str]
+
+    @property
+    def tiles(self) -> int:
+        return len(self.rows)
+
+
+def profile_grid(
+    paths: Sequence[Path],
+    retrieved: Sequence[int],
+    captions: Mapping[int, str] | None = None,
+    *,
+    max_tiles: int = 64,
+) -> ProfileGrid:
+    """The paper's numbered grid of the first ``max_tiles`` retrieved photos.
+
+    ``paths`` is indexed by history index, ``captions`` keyed by history index (as in
+    ``LensResult.captions``). Unreadable photos are left out, and tile numbers (of photos and of
+    their captions) count only the photos actually placed, so "3:" in the prompt is tile 3.
+    """
+    from visuallens_app.lens.grid import build_grid
+    from visuallens_app.library.decode import DecodeError, decode_photo
+
+    images: list[Image.Image] = []
+    rows: list[int] = []
+    for index in retrieved:
+        if len(images) >= max_tiles:
+            break
+        try:
+            images.append(decode_photo(paths[int(index)], target=112).thumbnail)
+        except DecodeError:
+            continue
+        rows.append(int(index))
+    by_tile = {
+        tile: text
+        for tile, index in enumerate(rows, start=1)
+        if captions and (text := captions.get(index))
+    }
+    return ProfileGrid(build_grid(images), tuple(rows), by_tile)
+
+
+class TagRanker(Protocol):
+    """What :func:`rerank_result` needs: :class:`MLLMReranker` or a test's fake."""
+
+    def rerank(
+        self,
+        grid: Image.Image,
+        question: str,
+        candidates: Sequence[CatalogItem],
+        *,
+        tile_aspects: Mapping[int, Sequence[str]] | None = None,
+        captions: Mapping[int, str] | None = None,
+        profile_aspects: Sequence[str] = (),
+        tiles: int = 0,
+    ) -> RerankResult: ...
+
+
+def rerank_result(
+    reranker: TagRanker, result: LensResult, paths: Sequence[Path], question: str
+) -> LensResult:
+    """``result`` with its recommendations in the re-ranker's order.
+
+    The re-ranker sees the grid of the retrieved photos, the profile aspects and, when the
+    result has them, the photos' captions keyed by tile number. At most
+    :data:`MAX_CANDIDATES` recommendations are re-ranked; any beyond keep their place after.
+    """
+    head = result.recommendations[:MAX_CANDIDATES]
+    if not head:
+        return result
+    grid = profile_grid(paths, result.retrieved, dict(result.captions))
+    answer = reranker.rerank(
+        grid.image,
+        question,
+        [r.item for r in head],
+        captions=grid.captions or None,
+        profile_aspects=[term for term, _ in result.profile_aspects],
+        tiles=grid.tiles,
+    )
+    ordered = tuple(head[i] for i in answer.order) + result.recommendations[MAX_CANDIDATES:]
+    note = "Re-ranked by the vision-language model" + (
+        f" (with {len(grid.captions)} photo caption(s))." if grid.captions else "."
+    )
+    return replace(result, recommendations=ordered, notes=(*result.notes, note))
+
+
 def _load(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any, str]:
     if not model_dir.is_dir():
         raise ModelUnavailableError(
@@ -341,7 +439,11 @@ def _chat_text(processor: Any, prompt: str) -> str:
 __all__ = [
     "MAX_CANDIDATES",
     "MLLMReranker",
+    "ProfileGrid",
     "RerankResult",
+    "TagRanker",
     "build_prompt",
     "candidate_tag",
+    "profile_grid",
+    "rerank_result",
 ]
