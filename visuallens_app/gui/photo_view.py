@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from visuallens_app.gui import tasks
-from visuallens_app.gui.session import LibrarySession
+from visuallens_app.gui.session import QUERY_LANE, LibrarySession
 from visuallens_app.gui.tasks import PhotoItem
 
 #: Longest side the detail image is decoded at (enough for a 4K screen, far below 12 MP).
@@ -187,9 +187,11 @@ class PhotoDetailView(QWidget):
         if encoder is None:
             self.aspects.setText("(available once the model is loaded)")
             return
-        directory = self.session.library_dir
+        directory, queries = self.session.library_dir, self.session.queries
         job = self.session.runner.start(
-            "detail-aspects", lambda _ctx: tasks.photo_aspects(directory, encoder, item.id)
+            "detail-aspects",
+            lambda _ctx: tasks.photo_aspects(queries, directory, encoder, item.id),
+            lane=QUERY_LANE,
         )
         job.succeeded.connect(lambda words, pid=item.id: self._on_aspects(pid, words))
         job.failed.connect(lambda _msg: self.aspects.setText("—"))
@@ -208,7 +210,12 @@ class PhotoDetailView(QWidget):
 
     def open_externally(self) -> None:
         if self.item is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.item.path)))
+            open_externally(self.item.path)
+
+
+def open_externally(path: Path) -> bool:
+    """Hand a photo to the desktop's default viewer; False when the desktop refused."""
+    return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
 
 
 def _bytes(size: int) -> str:

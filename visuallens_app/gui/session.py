@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: How often, at most, the grid re-reads the library while photos are being indexed.
 REFRESH_INTERVAL_MS = 700
+#: The runner lane (one dedicated thread) of searches, recommendations and aspect words.
+QUERY_LANE = "query"
 #: GIL switch interval while the app runs (see LibrarySession.__init__).
 SWITCH_INTERVAL_S = 0.0005
 
@@ -62,6 +64,10 @@ class LibrarySession(QObject):
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.settings = settings if settings is not None else Settings.load()
         self.runner = JobRunner(max_threads=4, parent=self)
+        # The FAISS index and the lens's history stay loaded between questions, on the one
+        # thread that may use the store they read.
+        self.queries = tasks.QueryCache()
+        self.runner.add_lane(QUERY_LANE, on_shutdown=self.queries.close)
         self.thumbnails = ThumbnailLoader(self)
         self.encoder: tasks.SerialEncoder | None = None
         self.encoder_reason = ""

@@ -1,9 +1,10 @@
 """The core calls the GUI makes, as plain functions run on worker threads (no Qt in here).
 
 Each task opens its own :class:`PhotoStore` (a store belongs to the thread that opened it; WAL
-lets these readers run while the indexer writes) and returns plain records that Qt item models
-wrap. Heavy modules are imported inside the functions, so importing the GUI stays cheap and the
-window appears before torch loads.
+lets these readers run while the indexer writes), except searches and recommendations, which
+keep theirs in a :class:`QueryCache` on one dedicated thread. Tasks return plain records that
+Qt item models wrap. Heavy modules are imported inside the functions, so importing the GUI stays
+cheap and the window appears before torch loads.
 """
 
 from __future__ import annotations
@@ -220,51 +221,119 @@ def forget_folder(library_dir: Path, root: Path) -> int:
 # -- search ---------------------------------------------------------------------------------
 
 
-def search_text(library_dir: Path, encoder: Any, text: str, k: int = SEARCH_K) -> list[PhotoItem]:
-    from visuallens_app.library.search import PhotoSearch
+class QueryState:
+    """One open store with the searcher and recommender built over it for one encoder."""
 
-    with open_store(library_dir) as store:
-        hits = PhotoSearch(store, encoder).text(text, k)
-        return _items(store, [h.photo for h in hits], [h.score for h in hits])
+    def __init__(self, key: str, encoder: Any, store: Any) -> None:
+        self.key = key
+        self.encoder = encoder
+        self.store = store
+        self.thread = threading.get_ident()
+        self._search: Any = None
+        self._recommender: Any = None
+        self._aspects: tuple[str, Any] | None = None
+
+    @property
+    def search(self) -> Any:  # visuallens_app.library.search.PhotoSearch
+        if self._search is None:
+            from visuallens_app.library.search import PhotoSearch
+
+            self._search = PhotoSearch(self.store, self.encoder)
+        return self._search
+
+    @property
+    def recommender(self) -> Any:  # visuallens_app.lens.pipeline.Recommender
+        if self._recommender is None:
+            from visuallens_app.lens.pipeline import Recommender
+
+            self._recommender = Recommender(self.store, self.encoder)
+        return self._recommender
+
+    def close(self) -> None:
+        # A connection can only be closed on its own thread; elsewhere it is dropped and the
+        # garbage collector closes it.
+        if threading.get_ident() == self.thread:
+            self.store.close()
+
+
+class QueryCache:
+    """What searches and recommendations keep between runs for the current library and encoder.
+
+    :class:`PhotoSearch` keeps its FAISS index while the store's fingerprint holds and the
+    :class:`Recommender` its history while the store's generation holds, so indexing batches
+    invalidate them by themselves; another library or encoder replaces them. The store they
+    read belongs to the thread that opened it, so the GUI runs every job using this cache on one
+    dedicated worker thread (the session's ``query`` lane); a call from any other thread gets a
+    fresh state rather than a connection of another thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: QueryState | None = None
+
+    def state(self, library_dir: Path, encoder: Any) -> QueryState:
+        key = os.path.abspath(library_dir)
+        with self._lock:
+            state = self._state
+            if (
+                state is not None
+                and state.key == key
+                and state.encoder is encoder
+                and state.thread == threading.get_ident()
+            ):
+                return state
+            self._state = None
+        if state is not None:
+            state.close()
+        fresh = QueryState(key, encoder, _open(library_dir))
+        with self._lock:
+            self._state = fresh
+        return fresh
+
+    def close(self) -> None:
+        """Close the kept store (call on the thread that used the cache)."""
+        with self._lock:
+            state, self._state = self._state, None
+        if state is not None:
+            state.close()
+
+
+def search_text(
+    queries: QueryCache, library_dir: Path, encoder: Any, text: str, k: int = SEARCH_K
+) -> list[PhotoItem]:
+    state = queries.state(library_dir, encoder)
+    hits = state.search.text(text, k)
+    return _items(state.store, [h.photo for h in hits], [h.score for h in hits])
 
 
 def search_similar(
-    library_dir: Path, encoder: Any, path: Path, k: int = SEARCH_K
+    queries: QueryCache, library_dir: Path, encoder: Any, path: Path, k: int = SEARCH_K
 ) -> list[PhotoItem]:
-    from visuallens_app.library.search import PhotoSearch
-
-    with open_store(library_dir) as store:
-        hits = PhotoSearch(store, encoder).similar(path, k)
-        return _items(store, [h.photo for h in hits], [h.score for h in hits])
-
-
-_aspect_spaces: dict[tuple[str, str, str], Any] = {}
-_aspect_lock = threading.Lock()
+    state = queries.state(library_dir, encoder)
+    hits = state.search.similar(path, k)
+    return _items(state.store, [h.photo for h in hits], [h.score for h in hits])
 
 
 def photo_aspects(
-    library_dir: Path, encoder: Any, photo_id: int, k: int = 8
+    queries: QueryCache, library_dir: Path, encoder: Any, photo_id: int, k: int = 8
 ) -> list[tuple[str, float]]:
     """Aspect words for one photo from the lens (zero-shot against the shipped vocabulary)."""
     try:
         from visuallens_app.lens.aspects import AspectSpace
-        from visuallens_app.lens.history import History
         from visuallens_app.lens.vocabulary import AspectVocabulary
     except ImportError:
         return []
-    with open_store(library_dir) as store:
-        history = History.from_store(store, encoder.id)
-        rows = [i for i, pid in enumerate(history.ids) if int(pid) == photo_id]
-        if not rows:
-            return []
-        key = (str(library_dir), encoder.id, store.fingerprint(encoder.id))
-        with _aspect_lock:
-            space = _aspect_spaces.get(key)
-            if space is None:
-                space = AspectSpace.build(AspectVocabulary.load(), encoder, history, db=store.db)
-                _aspect_spaces.clear()
-                _aspect_spaces[key] = space
-        terms, scores = space.top(history.vectors[rows[0] : rows[0] + 1], k)
+    state = queries.state(library_dir, encoder)
+    history = state.recommender.history()  # kept between photos while the library holds
+    rows = [i for i, pid in enumerate(history.ids) if int(pid) == photo_id]
+    if not rows:
+        return []
+    fingerprint = state.store.fingerprint(encoder.id)
+    if state._aspects is None or state._aspects[0] != fingerprint:
+        space = AspectSpace.build(AspectVocabulary.load(), encoder, history, db=state.store.db)
+        state._aspects = (fingerprint, space)
+    space = state._aspects[1]
+    terms, scores = space.top(history.vectors[rows[0] : rows[0] + 1], k)
     return [(space.terms[int(t)], float(s)) for t, s in zip(terms[0], scores[0], strict=True)]
 
 
@@ -354,6 +423,7 @@ def _lens_config(retrieval_size: int) -> Any:
 
 
 def recommend(  # noqa: PLR0917
+    queries: QueryCache,
     library_dir: Path,
     encoder: Any,
     category: str,
@@ -365,75 +435,73 @@ def recommend(  # noqa: PLR0917
     """Rank the catalog's items of ``category`` for this library, with evidence and the grid."""
     from PIL import Image
 
-    from visuallens_app.lens.pipeline import Recommender
-
-    with open_store(library_dir) as store:
-        config = _lens_config(retrieval_size)
-        recommender = Recommender(store, encoder)
-        result = recommender.recommend(category, catalog, k, config, cancel=cancel)
-        cancel.check()
-        cards: list[RecommendationCard] = []
-        records_needed: set[int] = set()
-        for rec in result.recommendations:
-            for ev in rec.evidence:
-                records_needed.add(int(_first(ev, "photo_id", "id", "photo")))
-        history = recommender.history()
-        retrieved_ids = [
-            int(history.ids[int(i)]) for i in result.retrieved if 0 <= int(i) < len(history.ids)
-        ]
-        records = store.photos_by_id(sorted(records_needed | set(retrieved_ids)))
-        thumbs = store.thumbnails
-        for rank, rec in enumerate(result.recommendations, start=1):
-            evidence = []
-            for ev in rec.evidence:
-                pid = int(_first(ev, "photo_id", "id", "photo"))
-                record = records.get(pid)
-                evidence.append(
-                    EvidenceItem(
-                        pid,
-                        Path(getattr(ev, "path", record.path if record else "")),
-                        thumbs.path_for(record.content_hash) if record else None,
-                        float(getattr(ev, "contribution", 0.0)),
-                    )
-                )
-            item = rec.item
-            cards.append(
-                RecommendationCard(
-                    rank=rank,
-                    name=item.name,
-                    description=item.description,
-                    score=float(rec.score),
-                    aspects=[(str(t), float(w)) for t, w in rec.aspects],
-                    evidence=evidence,
-                    url=getattr(item, "url", None),
-                    rating=getattr(item, "rating", None),
+    state = queries.state(library_dir, encoder)
+    store, recommender = state.store, state.recommender
+    config = _lens_config(retrieval_size)
+    result = recommender.recommend(category, catalog, k, config, cancel=cancel)
+    cancel.check()
+    cards: list[RecommendationCard] = []
+    records_needed: set[int] = set()
+    for rec in result.recommendations:
+        for ev in rec.evidence:
+            records_needed.add(int(_first(ev, "photo_id", "id", "photo")))
+    history = recommender.history()
+    retrieved_ids = [
+        int(history.ids[int(i)]) for i in result.retrieved if 0 <= int(i) < len(history.ids)
+    ]
+    records = store.photos_by_id(sorted(records_needed | set(retrieved_ids)))
+    thumbs = store.thumbnails
+    for rank, rec in enumerate(result.recommendations, start=1):
+        evidence = []
+        for ev in rec.evidence:
+            pid = int(_first(ev, "photo_id", "id", "photo"))
+            record = records.get(pid)
+            evidence.append(
+                EvidenceItem(
+                    pid,
+                    Path(getattr(ev, "path", record.path if record else "")),
+                    thumbs.path_for(record.content_hash) if record else None,
+                    float(getattr(ev, "contribution", 0.0)),
                 )
             )
-        cancel.check()
-        grid = None
-        images = []
-        for pid in retrieved_ids[:64]:
-            record = records.get(pid)
-            if record is None:
-                continue
-            thumb = thumbs.path_for(record.content_hash)
-            try:
-                with Image.open(thumb) as im:
-                    images.append(im.convert("RGB"))
-            except OSError:
-                continue
-        if images:
-            from visuallens_app.lens.grid import build_grid
-
-            grid = build_grid(images)
-        return RecommendationView(
-            category=category,
-            cards=cards,
-            grid=grid,
-            profile_aspects=[(str(t), float(w)) for t, w in getattr(result, "profile_aspects", ())],
-            notes=[str(n) for n in getattr(result, "notes", ())],
-            retrieved=len(retrieved_ids),
+        item = rec.item
+        cards.append(
+            RecommendationCard(
+                rank=rank,
+                name=item.name,
+                description=item.description,
+                score=float(rec.score),
+                aspects=[(str(t), float(w)) for t, w in rec.aspects],
+                evidence=evidence,
+                url=getattr(item, "url", None),
+                rating=getattr(item, "rating", None),
+            )
         )
+    cancel.check()
+    grid = None
+    images = []
+    for pid in retrieved_ids[:64]:
+        record = records.get(pid)
+        if record is None:
+            continue
+        thumb = thumbs.path_for(record.content_hash)
+        try:
+            with Image.open(thumb) as im:
+                images.append(im.convert("RGB"))
+        except OSError:
+            continue
+    if images:
+        from visuallens_app.lens.grid import build_grid
+
+        grid = build_grid(images)
+    return RecommendationView(
+        category=category,
+        cards=cards,
+        grid=grid,
+        profile_aspects=[(str(t), float(w)) for t, w in getattr(result, "profile_aspects", ())],
+        notes=[str(n) for n in getattr(result, "notes", ())],
+        retrieved=len(retrieved_ids),
+    )
 
 
 def _first(obj: Any, *names: str) -> Any:

@@ -67,6 +67,11 @@ def vocabulary_hash(terms: Sequence[str]) -> str:
     return hashlib.blake2b("\n".join(terms).encode("utf-8"), digest_size=8).hexdigest()
 
 
+#: Bump when the way per-photo aspect scores are computed changes: cached rows keyed by an older
+#: version are then recomputed instead of silently reused after an upgrade.
+ASPECT_SCORING_VERSION = 2
+
+
 @dataclass(frozen=True, eq=False)
 class AspectSpace:
     """The vocabulary embedded by one encoder, with per-term statistics over one library.
@@ -103,7 +108,10 @@ class AspectSpace:
         vectors = encode_texts_cached(encoder, terms, db)
         photos = library.vectors if isinstance(library, History) else library
         mean, scale = term_statistics(vectors, photos)
-        key = hashlib.blake2b(mean.tobytes() + scale.tobytes(), digest_size=8).hexdigest()
+        key = hashlib.blake2b(
+            f"v{ASPECT_SCORING_VERSION}".encode() + mean.tobytes() + scale.tobytes(),
+            digest_size=8,
+        ).hexdigest()
         return cls(terms, vectors, mean, scale, encoder.id, vocabulary_hash(terms), key)
 
     def normalised(self, photo_vectors: NDArray[np.float32]) -> NDArray[np.float32]:

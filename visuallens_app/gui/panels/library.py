@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QDate, QModelIndex, QPoint, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 from visuallens_app.gui import tasks
 from visuallens_app.gui.models import PhotoGridModel
 from visuallens_app.gui.panels.base import Panel
-from visuallens_app.gui.photo_view import PhotoDetailView
-from visuallens_app.gui.session import LibrarySession
+from visuallens_app.gui.photo_view import PhotoDetailView, open_externally
+from visuallens_app.gui.session import QUERY_LANE, LibrarySession
 from visuallens_app.gui.tasks import BrowseQuery, PhotoItem
 from visuallens_app.gui.widgets import ThumbnailDelegate
 
@@ -157,6 +157,12 @@ class LibraryPanel(Panel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 0)
         layout.addWidget(self.stack)
+
+        self.open_external_action = QAction("Open in system viewer", self)
+        self.open_external_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.open_external_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.open_external_action.triggered.connect(self.open_current_externally)
+        self.addAction(self.open_external_action)
 
         self._scroll_idle = QTimer(self)
         self._scroll_idle.setSingleShot(True)
@@ -295,10 +301,12 @@ class LibraryPanel(Panel):
         if encoder is None:
             self._show_chip("The model is still loading; search works in a moment.")
             return
-        directory = self.session.library_dir
+        directory, queries = self.session.library_dir, self.session.queries
         self._show_chip(f"Searching for “{text}”…")
         job = self.session.runner.start(
-            "search", lambda _ctx: tasks.search_text(directory, encoder, text)
+            "search",
+            lambda _ctx: tasks.search_text(queries, directory, encoder, text),
+            lane=QUERY_LANE,
         )
         job.succeeded.connect(lambda items: self._show_results(items, f"Photos matching “{text}”"))
         job.failed.connect(self._search_failed)
@@ -310,10 +318,12 @@ class LibraryPanel(Panel):
             self._show_chip("The model is still loading; try again in a moment.")
             return
         self.close_detail()
-        directory, path = self.session.library_dir, item.path
+        directory, path, queries = self.session.library_dir, item.path, self.session.queries
         self._show_chip(f"Finding photos like {path.name}…")
         job = self.session.runner.start(
-            "search", lambda _ctx: tasks.search_similar(directory, encoder, path)
+            "search",
+            lambda _ctx: tasks.search_similar(queries, directory, encoder, path),
+            lane=QUERY_LANE,
         )
         job.succeeded.connect(lambda items: self._show_results(items, f"Photos like {path.name}"))
         job.failed.connect(self._search_failed)
@@ -338,21 +348,27 @@ class LibraryPanel(Panel):
         item = self.model.photo(index.row()) if index.isValid() else None
         if item is None:
             return
+        self.grid.setCurrentIndex(index)  # the menu acts on the photo under the pointer
         menu = QMenu(self)
         open_action = QAction("Open", menu)
         open_action.triggered.connect(lambda: self._open_index(index))
         similar = QAction("Find similar photos", menu)
         similar.triggered.connect(lambda: self.find_similar(item))
-        external = QAction("Open in system viewer", menu)
-        external.triggered.connect(lambda: self._open_external(item))
-        menu.addActions([open_action, similar, external])
+        menu.addActions([open_action, similar, self.open_external_action])
         menu.popup(self.grid.viewport().mapToGlobal(pos))
 
-    def _open_external(self, item: PhotoItem) -> None:
-        from PySide6.QtCore import QUrl
-        from PySide6.QtGui import QDesktopServices
+    def current_photo(self) -> PhotoItem | None:
+        """The photo in the detail view, or else the grid's current one."""
+        if self.in_detail:
+            return self.detail.item
+        index = self.grid.currentIndex()
+        return self.model.photo(index.row()) if index.isValid() else None
 
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(item.path)))
+    def open_current_externally(self) -> None:
+        """Open the current photo in the system's default viewer (Ctrl+Shift+O)."""
+        item = self.current_photo()
+        if item is not None:
+            open_externally(item.path)
 
     def _open_index(self, index: QModelIndex) -> None:
         self.open_row(index.row())

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from visuallens_app.gui import tasks
 from visuallens_app.gui.panels.base import Panel
-from visuallens_app.gui.session import LibrarySession
+from visuallens_app.gui.session import QUERY_LANE, LibrarySession
 from visuallens_app.gui.tasks import CatalogInfo, RecommendationCard, RecommendationView
 
 EVIDENCE_SIDE = 72
@@ -314,14 +314,15 @@ class RecommendationsPanel(Panel):
         if encoder is None:
             self.status.setText("The model is still loading; recommendations follow in a moment.")
             return
-        directory = self.session.library_dir
+        directory, queries = self.session.library_dir, self.session.queries
         k, w = self.top_k.value(), self.session.settings.retrieval_size
         self.status.setText(f"Looking through your photos for {category}…")
         job = self.session.runner.start(
             "recommend",
             lambda ctx: tasks.recommend(
-                directory, encoder, category, info.catalog, k, w, ctx.cancel
+                queries, directory, encoder, category, info.catalog, k, w, ctx.cancel
             ),
+            lane=QUERY_LANE,
         )
         job.succeeded.connect(self._show)
         job.failed.connect(self._failed)
