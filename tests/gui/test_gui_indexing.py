@@ -25,8 +25,14 @@ def test_pause_resume_and_cancel_from_the_indexing_bar(qtbot, make_window, tmp_p
 
     bar.pause_button.click()
     assert bar.pause_button.text() == "Resume"
-    time.sleep(0.3)  # let the batch in flight finish
-    qtbot.wait(200)
+    # The batch already being embedded (a few seconds at most) finishes and reports; after
+    # that nothing may move.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        count = len(seen)
+        qtbot.wait(3000)
+        if len(seen) == count:
+            break
     frozen = seen[-1].done
     qtbot.wait(1500)
     assert seen[-1].done == frozen, "indexing went on while paused"

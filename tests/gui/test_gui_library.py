@@ -291,15 +291,17 @@ def test_open_in_system_viewer_asks_for_the_photo_file(
 
 
 def test_repainting_the_grid_keeps_the_app_alive(qtbot, make_window, library_copy) -> None:
-    """PySide6 6.12 drops a reference to None in about forty calls per grid repaint; on Python
+    """PySide6 6.12.0 drops a reference to None in about forty calls per grid repaint; on Python
     3.11 scrolling a big library for a few minutes brought it to zero and the app aborted
-    ("deallocating None"). The count must stay beyond what any session can drain."""
+    ("deallocating None"). That release is excluded in pyproject.toml; this catches a relapse."""
     import sys
 
     _library, photos = library_copy
     window = make_window([photos])
     panel = window.library_panel
     qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    before = sys.getrefcount(None)
     for _ in range(200):
         panel.grid.viewport().repaint()
-    assert sys.getrefcount(None) > 10**9  # immortal on 3.12+, pinned by visuallens_app.gui
+    # The buggy release loses ~8,000 here; ordinary churn moves the count by a few dozen.
+    assert sys.getrefcount(None) > before - 1000

@@ -198,6 +198,7 @@ def index_folders(
 
         batch: list[_Decoded] = []
         for item in _decoded_in_order(todo, decode, workers):
+            cancel.check()  # pause and cancel take effect within a batch, not after it
             batch.append(item)
             if len(batch) >= BATCH_SIZE:
                 cancel.check()
