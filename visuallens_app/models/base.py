@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -46,6 +48,28 @@ class EncoderChoice:
 
     encoder: Encoder
     reason: str
+
+
+def encode_in_batches(
+    items: Sequence[T],
+    batch_size: int,
+    dim: int,
+    encode_batch: Callable[[Sequence[T]], NDArray[np.float32]],
+) -> NDArray[np.float32]:
+    """(n, dim) unit rows: ``encode_batch`` over slices of ``items``, under torch's inference mode.
+
+    Normalised in fp32 after concatenation, so fp16 features computed on a GPU end at length 1.
+    """
+    if not items:
+        return np.zeros((0, dim), dtype=np.float32)
+    import torch
+
+    with torch.inference_mode():
+        parts = [
+            encode_batch(items[start : start + batch_size])
+            for start in range(0, len(items), batch_size)
+        ]
+    return l2_normalise(np.concatenate(parts).astype(np.float32, copy=False))
 
 
 def l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app.errors import ModelUnavailableError
-from visuallens_app.models.base import l2_normalise
+from visuallens_app.models.base import encode_in_batches
 from visuallens_app.models.registry import available_device, configure_torch_threads
 
 if TYPE_CHECKING:
@@ -417,32 +417,24 @@ class ClipEncoder:
 
     def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         """(n, dim) unit vectors from the image tower, in batches of ``batch_size``."""
-        import torch
 
-        if not images:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        out: list[NDArray[np.float32]] = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self._batch_size):
-                pixels = self._pixels(images[start : start + self._batch_size])
-                pixels = pixels.to(device=self._device, dtype=self._dtype, non_blocking=True)
-                features = self._model.encode_image(pixels)
-                out.append(features.float().cpu().numpy())
-        # Normalise in fp32 after the fact: fp16 features normalised on the GPU drift from 1.
-        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+        def batch(chunk: Sequence[Image.Image]) -> NDArray[np.float32]:
+            pixels = self._pixels(chunk)
+            pixels = pixels.to(device=self._device, dtype=self._dtype, non_blocking=True)
+            out: NDArray[np.float32] = self._model.encode_image(pixels).float().cpu().numpy()
+            return out
+
+        return encode_in_batches(images, self._batch_size, self._dim, batch)
 
     def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """(n, dim) unit vectors from the text tower."""
-        import torch
 
-        if not texts:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        out: list[NDArray[np.float32]] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), 256):
-                tokens = self._tokenizer(list(texts[start : start + 256])).to(self._device)
-                out.append(self._model.encode_text(tokens).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+        def batch(chunk: Sequence[str]) -> NDArray[np.float32]:
+            tokens = self._tokenizer(list(chunk)).to(self._device)
+            out: NDArray[np.float32] = self._model.encode_text(tokens).float().cpu().numpy()
+            return out
+
+        return encode_in_batches(texts, 256, self._dim, batch)
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """open_clip's eval transform (resize shortest side, centre crop, normalise) in one pass.

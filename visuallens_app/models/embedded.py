@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app import settings
-from visuallens_app.models.base import l2_normalise
+from visuallens_app.models.base import encode_in_batches, l2_normalise
 from visuallens_app.models.registry import configure_torch_threads
 
 if TYPE_CHECKING:
@@ -199,22 +199,20 @@ class EmbeddedEncoder:
         """(n, 384) unit vectors: each image as the weighted mean of its likely class names."""
         import torch
 
-        if not images:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        out: list[NDArray[np.float32]] = []
         views = 2 if self._two_views else 1
-        with torch.inference_mode():
-            for start in range(0, len(images), self._batch_size):
-                chunk = images[start : start + self._batch_size]
-                pixels = self._pixels(chunk).to(self._device)
-                probs = (self._classifier(pixels).float() / self._temperature).softmax(dim=-1)
-                # Rows are laid out [view0 of all images, view1 of all images].
-                probs = probs.view(views, len(chunk), -1).mean(dim=0)
-                weights, classes = probs.topk(self._top_k, dim=-1)
-                weights = weights / weights.sum(dim=-1, keepdim=True)
-                vectors = torch.einsum("nk,nkd->nd", weights, self._class_embeddings[classes])
-                out.append(vectors.cpu().numpy().astype(np.float32, copy=False))
-        return l2_normalise(np.concatenate(out))
+
+        def batch(chunk: Sequence[Image.Image]) -> NDArray[np.float32]:
+            pixels = self._pixels(chunk).to(self._device)
+            probs = (self._classifier(pixels).float() / self._temperature).softmax(dim=-1)
+            # Rows are laid out [view0 of all images, view1 of all images].
+            probs = probs.view(views, len(chunk), -1).mean(dim=0)
+            weights, classes = probs.topk(self._top_k, dim=-1)
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+            vectors = torch.einsum("nk,nkd->nd", weights, self._class_embeddings[classes])
+            out: NDArray[np.float32] = vectors.cpu().numpy().astype(np.float32, copy=False)
+            return out
+
+        return encode_in_batches(images, self._batch_size, self._dim, batch)
 
     def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """(n, 384) unit vectors: MiniLM embeddings of each text in the class-name caption."""
