@@ -47,6 +47,7 @@ from visuallens_app.lens.aspects import Vocabulary, vocabulary_terms
 from visuallens_app.lens.catalog import CatalogItem
 from visuallens_app.lens.grid import build_grid
 from visuallens_app.lens.history import History
+from visuallens_app.lens.matching import MatchExample
 from visuallens_app.lens.pipeline import (
     MIN_HISTORY,
     LensConfig,
@@ -54,6 +55,7 @@ from visuallens_app.lens.pipeline import (
     recommend,
     training_examples,
 )
+from visuallens_app.lens.refine import AspectExample
 from visuallens_app.models.base import Encoder
 
 #: Every method :func:`evaluate` knows, in report order.
@@ -712,43 +714,36 @@ def _fit(
     from visuallens_app.lens.refine import fit_aspect_weights
 
     meter = ProgressMeter(2 * len(train), "fit")
-    match_examples = []
-    for example in train:
-        cancel.check()
-        candidates = [example.candidates[i] for i in orders[example.id]]
-        match, _ = training_examples(
-            histories[example.id],
-            candidates,
-            example.category,
-            encoder,
-            sorted(example.ground_truth),
-            config=LensConfig(),
-            vocabulary=vocabulary,
-        )
-        match_examples.append(match)
-        meter.advance()
-        if meter.due():
-            yield meter.progress("matching weights")
-    weights, train_mrr = fit_match_weights(match_examples)
+
+    def examples(
+        config: LensConfig, message: str
+    ) -> Job[list[tuple[MatchExample, AspectExample | None]]]:
+        """Each train question's training examples under ``config``, with progress."""
+        out = []
+        for example in train:
+            cancel.check()
+            candidates = [example.candidates[i] for i in orders[example.id]]
+            out.append(
+                training_examples(
+                    histories[example.id],
+                    candidates,
+                    example.category,
+                    encoder,
+                    sorted(example.ground_truth),
+                    config=config,
+                    vocabulary=vocabulary,
+                )
+            )
+            meter.advance()
+            if meter.due():
+                yield meter.progress(message)
+        return out
+
+    first = yield from examples(LensConfig(), "matching weights")
+    weights, train_mrr = fit_match_weights([match for match, _ in first])
     config = LensConfig(weights=weights)
-    aspect_examples = []
-    for example in train:
-        cancel.check()
-        candidates = [example.candidates[i] for i in orders[example.id]]
-        _, aspect = training_examples(
-            histories[example.id],
-            candidates,
-            example.category,
-            encoder,
-            sorted(example.ground_truth),
-            config=config,
-            vocabulary=vocabulary,
-        )
-        if aspect is not None:
-            aspect_examples.append(aspect)
-        meter.advance()
-        if meter.due():
-            yield meter.progress("aspect weights")
+    second = yield from examples(config, "aspect weights")
+    aspect_examples = [aspect for _, aspect in second if aspect is not None]
     fitted: dict[str, object] = {
         "match_weights": {
             "profile": weights.profile,
