@@ -200,6 +200,15 @@ class LibrarySession(QObject):
         return self._index_job is not None
 
     @property
+    def index_pending(self) -> bool:
+        """Folders wait to be indexed: a run is queued, or the model is loading (every folder
+        is indexed once it is ready)."""
+        if self._closed:
+            return False
+        loading_model = self.encoder is None and not self.encoder_error and bool(self.folders)
+        return bool(self._index_queue) or loading_model
+
+    @property
     def index_job(self) -> Job | None:
         return self._index_job
 

@@ -191,15 +191,63 @@ def summary(library_dir: Path) -> LibrarySummary:
 def page(library_dir: Path, query: BrowseQuery, offset: int, limit: int) -> list[PhotoItem]:
     """One page of the library grid, in the query's order."""
     with open_store(library_dir) as store:
-        records = store.list_photos(
-            root=query.root,
-            date_from=query.date_from,
-            date_to=query.date_to,
-            newest_first=query.newest_first,
-            limit=limit,
-            offset=offset,
-        )
-        return _items(store, records)
+        return _page(store, query, offset, limit)
+
+
+def _page(store: Any, query: BrowseQuery, offset: int, limit: int) -> list[PhotoItem]:
+    records = store.list_photos(
+        root=query.root,
+        date_from=query.date_from,
+        date_to=query.date_to,
+        newest_first=query.newest_first,
+        limit=limit,
+        offset=offset,
+    )
+    return _items(store, records)
+
+
+def count_photos(store: Any, query: BrowseQuery) -> int:
+    """How many photos ``query`` shows: one COUNT over the same filters as ``list_photos``.
+
+    The same WHERE clauses as :meth:`PhotoStore.list_photos` (which has no count of its own
+    yet); a plain ``count(*)`` rather than ``counts()``, whose GROUP BY reads every row.
+    """
+    from visuallens_app.library.paths import path_to_db
+
+    clauses: list[str] = []
+    args: list[Any] = []
+    if query.root is not None:
+        clauses.append("root = ?")
+        args.append(path_to_db(query.root))
+    if query.date_from:
+        clauses.append("taken_at >= ?")
+        args.append(query.date_from)
+    if query.date_to:
+        clauses.append("taken_at <= ?")
+        args.append(query.date_to + "\uffff" if len(query.date_to) == 10 else query.date_to)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    return int(store.db.execute(f"SELECT count(*) FROM photos {where}", args).fetchone()[0])
+
+
+@dataclass(frozen=True, slots=True)
+class BrowseHead:
+    """What the grid needs to show a query at once: the row count and a few pages of rows."""
+
+    total: int
+    pages: dict[int, list[PhotoItem]]
+
+
+def browse_head(
+    library_dir: Path, query: BrowseQuery, pages: Sequence[int], page_size: int
+) -> BrowseHead:
+    """The count of ``query`` and the rows of ``pages``, read in one transaction (consistent)."""
+    with open_store(library_dir) as store, store.db.conn:
+        store.db.execute("BEGIN")
+        total = count_photos(store, query)
+        rows = {
+            p: _page(store, query, p * page_size, page_size) for p in pages if p * page_size < total
+        }
+        return BrowseHead(total, rows)
 
 
 def index(

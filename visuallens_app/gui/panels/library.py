@@ -44,7 +44,7 @@ class PhotoGridView(QListView):
         self.setMovement(QListView.Movement.Static)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setUniformItemSizes(True)
-        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setLayoutMode(QListView.LayoutMode.SinglePass)
         self.setBatchSize(400)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
@@ -169,11 +169,22 @@ class LibraryPanel(Panel):
         self._scroll_idle.setInterval(120)
         self._scroll_idle.timeout.connect(self.grid.viewport().update)
         self.model.rows_loaded.connect(self._update_empty)
+        self.model.rows_loaded.connect(self._open_pending)
         self.model.modelReset.connect(self._update_empty)
+        self.model.loading_changed.connect(self._update_empty)
+        self._pending_open = -1  # a row the detail view steps to while its page loads
         session.library_changed.connect(self.model.refresh)
         session.folders_changed.connect(self._fill_folders)
         session.library_moved.connect(self.show_all)
         session.summary_changed.connect(self._update_empty)
+        for changed in (
+            session.encoder_loading,
+            session.encoder_ready,
+            session.encoder_failed,
+            session.indexing_started,
+            session.indexing_finished,
+        ):
+            changed.connect(self._update_empty)
         self._fill_folders(session.folders)
         self.set_zoom(self._zoom)
         # Zoom shortcuts are window actions (View menu), so they work from every widget.
@@ -248,6 +259,12 @@ class LibraryPanel(Panel):
             text = "No photo folders yet. Add one from the File menu or drop a folder here."
         elif self.session.indexing:
             text = "Indexing your photos… they appear here as they are added."
+        elif self.session.index_pending:
+            text = (
+                "Loading the model… your photos appear here as soon as indexing starts."
+                if self.session.encoder is None and not self.session.encoder_error
+                else "Indexing your photos… they appear here as they are added."
+            )
         elif self.model.loading:
             text = "Loading…"
         else:
@@ -381,17 +398,28 @@ class LibraryPanel(Panel):
         self.detail.show_photo(
             item,
             has_prev=row > 0,
-            has_next=row + 1 < self.model.rowCount() or self.model.canFetchMore(),
+            has_next=row + 1 < self.model.rowCount(),
         )
         self.stack.setCurrentWidget(self.detail)
         self.photo_opened.emit(item)
 
     def _step(self, delta: int) -> None:
         row = self.grid.currentIndex().row() + delta
-        if row >= self.model.rowCount() and self.model.canFetchMore():
-            self.model.fetchMore()
-        if 0 <= row < self.model.rowCount():
+        if not 0 <= row < self.model.rowCount():
+            return
+        if self.model.is_loaded(row):
             self.open_row(row)
+        else:  # its page is not in memory: open it when it arrives
+            self._pending_open = row
+            self.model.request_row(row)
+
+    def _open_pending(self) -> None:
+        row, self._pending_open = self._pending_open, -1
+        if row >= 0 and self.in_detail:
+            if self.model.is_loaded(row):
+                self.open_row(row)
+            else:
+                self._pending_open = row
 
     def close_detail(self) -> None:
         if self.stack.currentWidget() is self.detail:
