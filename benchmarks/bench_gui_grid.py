@@ -170,12 +170,24 @@ def run_child(library: Path, n: int, work: Path) -> dict[str, float]:
         _wait(app, 2)
     first_screen = time.perf_counter() - clock
 
+    # Jump: drag the scroll bar from the top straight to the end (one setValue), then back.
+    bar = grid.verticalScrollBar()
+    deadline = time.perf_counter() + 30
+    jump_start = time.perf_counter()
+    bar.setValue(bar.maximum())
+    while not rows_ready() and time.perf_counter() < deadline:
+        _wait(app, 1)
+    jump_s = time.perf_counter() - jump_start
+    last_name = model.photo(model.rowCount() - 1)
+    bar.setValue(0)
+    while not screen_ready() and time.perf_counter() < deadline:
+        _wait(app, 2)
+
     gaps: list[int] = []
     ticker = QElapsedTimer()
     probe = QTimer()
     probe.setInterval(5)
     probe.timeout.connect(lambda: gaps.append(ticker.restart()))
-    bar = grid.verticalScrollBar()
     ticker.start()
     probe.start()
     # Quick steps, a page of the scroll bar every ~2 ms of event processing: the user flicking
@@ -197,18 +209,6 @@ def run_child(library: Path, n: int, work: Path) -> dict[str, float]:
     scroll_gaps = gaps[1:]
     reached_bottom = bar.value() >= bar.maximum() and model.photo(model.rowCount() - 1) is not None
     _wait(app, 300)  # the last screen's thumbnails
-
-    # Jump: top, then drag the scroll bar straight to the end (one setValue).
-    bar.setValue(0)
-    while not rows_ready() and time.perf_counter() < deadline:
-        _wait(app, 2)
-    jump_start = time.perf_counter()
-    bar.setValue(bar.maximum())
-    while not rows_ready() and time.perf_counter() < deadline + 30:
-        _wait(app, 1)
-    jump_s = time.perf_counter() - jump_start
-    last_name = model.photo(model.rowCount() - 1)
-    _wait(app, 300)
 
     result = {
         "photos": n,

@@ -75,6 +75,10 @@ def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
         print(text())
 
 
+#: How a job's stages read on the progress bar.
+STAGE_LABELS = {"scan": "Scanning", "index": "Indexing", "sweep": "Tidying up"}
+
+
 def run_job(job: Generator[Progress, None, R], *, show: bool = True) -> R:
     """Drive a job with a progress bar (count, rate, ETA) on stderr; Ctrl-C cancels cleanly."""
     from tqdm import tqdm
@@ -90,7 +94,7 @@ def run_job(job: Generator[Progress, None, R], *, show: bool = True) -> R:
             if progress.stage != stage:
                 stage = progress.stage
                 bar.reset(total=progress.total or None)
-                bar.set_description(stage or "")
+                bar.set_description(STAGE_LABELS.get(stage, stage), refresh=False)
             if progress.total and bar.total != progress.total:
                 bar.total = progress.total
             bar.n = progress.done

@@ -40,7 +40,15 @@ def _sample_folder(folder: Path) -> Path:
             continue
         if array.ndim == 2:
             array = np.stack([array] * 3, axis=-1)
-        Image.fromarray(array[..., :3].astype(np.uint8)).save(folder / f"{name}.jpg", quality=90)
+        image = Image.fromarray(array[..., :3].astype(np.uint8))
+        image.save(folder / f"{name}.jpg", quality=90)
+        # A mirrored and a cropped take of each: enough photos for more than one indexing batch,
+        # so the indexing screenshot shows a grid that fills while the bar runs.
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / f"{name}_2.jpg", quality=90)
+        w, h = image.size
+        image.crop((w // 6, h // 6, w - w // 6, h - h // 6)).save(
+            folder / f"{name}_3.jpg", quality=90
+        )
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return folder
 
@@ -108,10 +116,32 @@ def main(argv: list[str] | None = None) -> int:
         lambda: (shot("recommendations"), window.failures_dock.show(), after(500)),
         lambda: (shot("failures"), after(10)),
     ]
+    indexing_shot: list[str] = []
+
+    def indexing_progress(progress) -> None:
+        # The first batch is in the store: show it in the grid, then take the picture with
+        # the grid partly filled and the indexing bar running.
+        if progress.stage == "index" and progress.done > 0 and not indexing_shot:
+            indexing_shot.append("asked")
+            panel.model.rows_loaded.connect(rows_arrived)
+            panel.model.refresh()
+            QTimer.singleShot(3000, take_indexing_shot)  # in case no rows ever arrive
+
+    def rows_arrived() -> None:
+        if panel.model.rowCount() > 0 and all(
+            panel.model.photo(r) is not None for r in range(panel.model.rowCount())
+        ):
+            QTimer.singleShot(300, take_indexing_shot)  # a few thumbnails decoded
+
+    def take_indexing_shot() -> None:
+        if indexing_shot == ["asked"]:
+            indexing_shot.append("taken")
+            shot("indexing")
+
+    session.indexing_progress.connect(indexing_progress)
     session.indexing_finished.connect(indexed)
     session.start()
     window.add_folder(photos)
-    QTimer.singleShot(600, lambda: shot("indexing"))
     QTimer.singleShot(300_000, app.quit)
     app.exec()
     return 0

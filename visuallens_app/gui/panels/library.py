@@ -34,7 +34,7 @@ _NO_DATE = QDate(1900, 1, 1)
 
 
 class PhotoGridView(QListView):
-    """QListView in icon mode with uniform items: only visible rows are ever laid out or painted."""
+    """QListView in icon mode with uniform items: only visible rows are ever painted or loaded."""
 
     activated_photo = Signal(QModelIndex)
 
@@ -44,8 +44,10 @@ class PhotoGridView(QListView):
         self.setMovement(QListView.Movement.Static)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setUniformItemSizes(True)
+        # One pass: the scroll bar spans the whole library at once (a batched layout grows the
+        # range batch by batch and clamps the scroll position on every relayout). It costs
+        # ~2 µs a row (QListView asks the Python model for each index), 0.2 s at 100,000.
         self.setLayoutMode(QListView.LayoutMode.SinglePass)
-        self.setBatchSize(400)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setSpacing(4)
