@@ -25,15 +25,17 @@ def test_pause_resume_and_cancel_from_the_indexing_bar(qtbot, make_window, tmp_p
 
     bar.pause_button.click()
     assert bar.pause_button.text() == "Resume"
-    # The batch already being embedded (a few seconds at most) finishes and reports; after
+    # The batch already being embedded finishes and reports (at most one more batch); after
     # that nothing may move.
-    deadline = time.monotonic() + 30
+    at_pause = seen[-1].done
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         count = len(seen)
-        qtbot.wait(3000)
+        qtbot.wait(5000)
         if len(seen) == count:
             break
     frozen = seen[-1].done
+    assert frozen - at_pause <= 32, "more than the batch in flight was indexed after pausing"
     qtbot.wait(1500)
     assert seen[-1].done == frozen, "indexing went on while paused"
     assert "Paused" in bar.label.text() or bar.title.text() == "Paused"

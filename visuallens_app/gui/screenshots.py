@@ -42,13 +42,14 @@ def _sample_folder(folder: Path) -> Path:
             array = np.stack([array] * 3, axis=-1)
         image = Image.fromarray(array[..., :3].astype(np.uint8))
         image.save(folder / f"{name}.jpg", quality=90)
-        # A mirrored and a cropped take of each: enough photos for more than one indexing batch,
+        # Other takes of each (mirrored, cropped): enough photos for several indexing batches,
         # so the indexing screenshot shows a grid that fills while the bar runs.
-        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / f"{name}_2.jpg", quality=90)
+        mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         w, h = image.size
-        image.crop((w // 6, h // 6, w - w // 6, h - h // 6)).save(
-            folder / f"{name}_3.jpg", quality=90
-        )
+        box = (w // 6, h // 6, w - w // 6, h - h // 6)
+        takes = [mirrored, image.crop(box), mirrored.crop(box), image.crop((0, 0, w * 3 // 4, h))]
+        for take, variant in enumerate(takes, start=2):
+            variant.save(folder / f"{name}_{take}.jpg", quality=90)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return folder
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if panel.model.rowCount() > 0 and all(
             panel.model.photo(r) is not None for r in range(panel.model.rowCount())
         ):
-            QTimer.singleShot(300, take_indexing_shot)  # a few thumbnails decoded
+            QTimer.singleShot(150, take_indexing_shot)  # a few thumbnails decoded
 
     def take_indexing_shot() -> None:
         if indexing_shot == ["asked"]:

@@ -83,6 +83,7 @@ class LibrarySession(QObject):
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(REFRESH_INTERVAL_MS)
         self._refresh_timer.timeout.connect(self.library_changed)
+        self._refresh_timer.timeout.connect(self.refresh_summary)  # the photo count moves too
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -207,26 +207,10 @@ def _page(store: Any, query: BrowseQuery, offset: int, limit: int) -> list[Photo
 
 
 def count_photos(store: Any, query: BrowseQuery) -> int:
-    """How many photos ``query`` shows: one COUNT over the same filters as ``list_photos``.
-
-    The same WHERE clauses as :meth:`PhotoStore.list_photos` (which has no count of its own
-    yet); a plain ``count(*)`` rather than ``counts()``, whose GROUP BY reads every row.
-    """
-    from visuallens_app.library.paths import path_to_db
-
-    clauses: list[str] = []
-    args: list[Any] = []
-    if query.root is not None:
-        clauses.append("root = ?")
-        args.append(path_to_db(query.root))
-    if query.date_from:
-        clauses.append("taken_at >= ?")
-        args.append(query.date_from)
-    if query.date_to:
-        clauses.append("taken_at <= ?")
-        args.append(query.date_to + "\uffff" if len(query.date_to) == 10 else query.date_to)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    return int(store.db.execute(f"SELECT count(*) FROM photos {where}", args).fetchone()[0])
+    """How many photos ``query`` shows (a plain COUNT, not ``counts()``'s GROUP BY)."""
+    return int(
+        store.count_photos(root=query.root, date_from=query.date_from, date_to=query.date_to)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlite_utils import Migrations
 
+from visuallens_app.library.store import apply_migrations
 from visuallens_app.models.base import Encoder
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def ensure_lens_tables(db: Any) -> None:
     """
     key = (id(db.conn), str(db.execute("PRAGMA database_list").fetchone()[2]))
     if key not in _migrated:
-        lens_migrations.apply(db)
+        apply_migrations(db, lens_migrations)
         _migrated.add(key)
 
 

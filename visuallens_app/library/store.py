@@ -163,6 +163,24 @@ def encoder_key(encoder_id: str) -> str:
     return hashlib.blake2b(encoder_id.encode(), digest_size=8).hexdigest()
 
 
+def _photo_filter(
+    root: Path | None, date_from: str | None, date_to: str | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of a folder and capture-date filter."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if root is not None:
+        clauses.append("root = ?")
+        args.append(path_to_db(root))
+    if date_from:
+        clauses.append("taken_at >= ?")
+        args.append(date_from)
+    if date_to:
+        clauses.append("taken_at <= ?")
+        args.append(date_to + "\uffff" if len(date_to) == 10 else date_to)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -186,26 +204,47 @@ def _record(row: dict[str, Any]) -> PhotoRecord:
     )
 
 
-def _prepare(db: sqlite_utils.Database, attempts: int = 100) -> None:
-    """Switch to WAL and apply pending migrations, safely when several openers race.
+def apply_migrations(
+    db: sqlite_utils.Database, migration_set: Migrations, attempts: int = 100
+) -> None:
+    """Apply ``migration_set``'s pending migrations, safely when several openers race.
 
     Two openers of a brand-new library (the GUI's indexer and grid, or the GUI and a CLI run)
-    race here: switching to WAL answers "database is locked" at once instead of waiting on the
-    busy timeout, and the loser of the migration race sees "table already exists". Both are
-    transient: retry, and re-read which migrations are still pending.
+    race here. Migrations run inside one ``BEGIN IMMEDIATE`` transaction, so the second opener
+    waits for the first and then finds nothing pending. A "database is locked" answered at once
+    (SQLite does so for some lock upgrades instead of waiting on the busy timeout) is retried.
     """
     for attempt in range(attempts):
         try:
-            db.enable_wal()
-            db.execute("PRAGMA synchronous=NORMAL")
-            migrations.apply(db)
+            if not migration_set.pending(db):
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                migration_set.apply(db)  # each migration is a savepoint inside this transaction
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
             return
         except sqlite3.OperationalError as err:
-            transient = "locked" in str(err) or "already exists" in str(err)
-            if not transient or attempt == attempts - 1:
+            if "locked" not in str(err) or attempt == attempts - 1:
                 raise
             db.rollback()
             time.sleep(0.05)
+
+
+def _prepare(db: sqlite_utils.Database, attempts: int = 100) -> None:
+    """WAL mode (retried: switching can answer "locked" at once), then the library schema."""
+    for attempt in range(attempts):
+        try:
+            db.enable_wal()
+            break
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+    db.execute("PRAGMA synchronous=NORMAL")
+    apply_migrations(db, migrations)
 
 
 class PhotoStore:
@@ -521,22 +560,22 @@ class PhotoStore:
         offset: int = 0,
     ) -> list[PhotoRecord]:
         """Photos filtered by folder and capture-date range (ISO strings, inclusive)."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if root is not None:
-            clauses.append("root = ?")
-            args.append(path_to_db(root))
-        if date_from:
-            clauses.append("taken_at >= ?")
-            args.append(date_from)
-        if date_to:
-            clauses.append("taken_at <= ?")
-            args.append(date_to + "\uffff" if len(date_to) == 10 else date_to)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        where, args = _photo_filter(root, date_from, date_to)
         direction = "DESC" if newest_first else "ASC"
         order = f"ORDER BY sort_key {direction}, id {direction}"
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
         return self._select(f"{where} {order}{page}", args)
+
+    def count_photos(
+        self,
+        *,
+        root: Path | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+    ) -> int:
+        """How many photos :meth:`list_photos` shows for the same filters (one COUNT)."""
+        where, args = _photo_filter(root, date_from, date_to)
+        return int(self.db.execute(f"SELECT count(*) FROM photos {where}", args).fetchone()[0])
 
     def failures(self, roots: Sequence[Path] | None = None) -> list[tuple[Path, str]]:
         """Unreadable files with their reasons, all of them or those under ``roots``."""
