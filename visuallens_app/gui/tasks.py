@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visuallens_app.errors import Cancelled, CatalogError, LibraryError
+from visuallens_app.errors import Cancelled, CatalogError
 from visuallens_app.jobs import CancelToken, Progress
 
 #: Results a text or similar-photo search returns.
@@ -92,40 +92,11 @@ class SerialEncoder:
         return getattr(self._encoder, name)
 
 
-_opened: set[str] = set()
-_first_open = threading.Lock()
-
-
 def _open(library_dir: Path) -> Any:
-    """Open the store; the first open of a library in this process is done by one thread.
-
-    Two first-ever opens at once (the indexer and the grid's first page) race on creating the
-    schema ("table roots already exists") and on switching the new database to WAL, which
-    SQLite answers with an immediate "database is locked" instead of waiting on the busy
-    timeout. Another process (the CLI) can still race, hence the short retry on "locked".
-    """
-    key = os.path.abspath(library_dir)
-    if key not in _opened:
-        with _first_open:
-            store = _open_retrying(library_dir)
-            _opened.add(key)
-            return store
-    return _open_retrying(library_dir)
-
-
-def _open_retrying(library_dir: Path) -> Any:
-    import time
-
+    """Open the store (racing first opens are handled inside it, see ``apply_migrations``)."""
     from visuallens_app.library.store import PhotoStore
 
-    for attempt in range(20):
-        try:
-            return PhotoStore(library_dir)
-        except LibraryError as err:
-            if "locked" not in str(err) or attempt == 19:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return PhotoStore(library_dir)
 
 
 @contextmanager
