@@ -25,3 +25,39 @@ class NotEnoughHistoryError(VisualLensError):
 
 class Cancelled(Exception):  # noqa: N818 - it is an outcome, not a failure
     """Raised inside a long job when its CancelToken was cancelled."""
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one sentence for an error a user can cause, or None when it is a bug to log.
+
+    The CLI and the GUI both show this, so a locked library or a full disk reads the same in
+    the terminal and in the window's banner.
+    """
+    import errno
+    import sqlite3
+
+    if isinstance(err, VisualLensError):
+        return str(err)
+    if isinstance(err, MemoryError):
+        return "Not enough memory to finish; close other programs and try again."
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err).lower()
+        if "full" in text:
+            return "The disk holding the library is full: free some space and try again."
+        if "locked" in text or "busy" in text:
+            return "The library is busy in another program (the app?): try again in a moment."
+        if "readonly" in text or "disk i/o" in text:
+            return f"The library cannot be written ({err}): check the disk and the library folder."
+        return None
+    if isinstance(err, OSError) and err.errno is not None:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"The disk is full{where}: free some space and try again."
+        if err.errno == errno.EROFS:
+            return f"The disk is read-only{where}: choose a folder you can write to."
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return f"Permission denied{where}: choose a folder you can write to."
+        if err.errno == errno.ENOENT:
+            return f"A file or folder is missing{where}: check that the drive is connected."
+        return f"{err.strerror or err}{where}."
+    return None

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from visuallens_app.errors import Cancelled, VisualLensError
+from visuallens_app.errors import Cancelled, user_message
 from visuallens_app.jobs import CancelToken, Progress
 from visuallens_app.settings import Settings
 
@@ -109,15 +107,13 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except VisualLensError as err:
-        print(f"visuallens: {err}", file=sys.stderr)
-        return 1
     except (KeyboardInterrupt, Cancelled):
         print("visuallens: cancelled; everything indexed so far is kept.", file=sys.stderr)
         return 130
     except Exception as err:
-        if _is_storage_error(err):
-            print(f"visuallens: {storage_error_sentence(err)}", file=sys.stderr)
+        message = user_message(err)
+        if message is not None:
+            print(f"visuallens: {message}", file=sys.stderr)
             return 1
         log = write_crash_log()
         print(
@@ -125,23 +121,6 @@ def run_handler(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 70
-
-
-def _is_storage_error(err: BaseException) -> bool:
-    if isinstance(err, sqlite3.OperationalError):
-        text = str(err).lower()
-        return any(w in text for w in ("full", "locked", "busy", "readonly", "disk i/o"))
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
-
-
-def storage_error_sentence(err: BaseException) -> str:
-    """One sentence for the storage failures a user can fix (a full disk, a locked library)."""
-    text = str(err).lower()
-    if "full" in text or getattr(err, "errno", None) == errno.ENOSPC:
-        return "The disk holding the library is full: free some space and run the command again."
-    if "locked" in text or "busy" in text:
-        return "The library is busy in another program (the app?): try again in a moment."
-    return f"The library cannot be written ({err}): check the disk and the --library folder."
 
 
 def write_crash_log() -> Path:

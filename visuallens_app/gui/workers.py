@@ -25,7 +25,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from visuallens_app.errors import Cancelled, VisualLensError
+from visuallens_app.errors import Cancelled, VisualLensError, user_message
 from visuallens_app.jobs import CancelToken, Progress
 
 log = logging.getLogger(__name__)
@@ -172,15 +172,12 @@ class Job(QObject):
                 result = self._drive(result)
         except Cancelled:
             return "cancelled", None
-        except VisualLensError as err:
-            return ("cancelled", None) if self.token.cancelled else ("failed", str(err))
-        except MemoryError:
-            return "failed", "Not enough memory to finish; close other programs and try again."
-        except OSError as err:
-            if self.token.cancelled:
-                return "cancelled", None
-            return "failed", _os_error_sentence(err)
         except Exception as err:
+            if self.token.cancelled and isinstance(err, VisualLensError | OSError):
+                return "cancelled", None
+            message = user_message(err)
+            if message is not None:
+                return "failed", message
             log.error("Job %s failed:\n%s", self.key, traceback.format_exc())
             return (
                 "failed",
@@ -198,19 +195,6 @@ class Job(QObject):
                 return stop.value
             if isinstance(progress, Progress):
                 self._report(progress)
-
-
-def _os_error_sentence(err: OSError) -> str:
-    import errno
-
-    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-    if err.errno == errno.ENOSPC:
-        return f"The disk is full{where}; free some space and try again."
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return f"Permission denied{where}; choose a folder you can write to."
-    if err.errno == errno.ENOENT:
-        return f"A file or folder is missing{where}; check that the drive is connected."
-    return f"{err.strerror or err}{where}."
 
 
 class _Runnable(QRunnable):
