@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     import torch
 
+    from visuallens_app.devices import configure_torch_threads
     from visuallens_app.models.clip import ClipEncoder
     from visuallens_app.models.embedded import EmbeddedEncoder
-    from visuallens_app.models.registry import configure_torch_threads
 
     threads = configure_torch_threads()
     photos = _decoded_photos(count)

@@ -58,8 +58,8 @@ def _vit_b32() -> tuple[object, object]:
     import open_clip
     import torch
 
+    from visuallens_app.devices import configure_torch_threads
     from visuallens_app.models.clip import ClipEncoder
-    from visuallens_app.models.registry import configure_torch_threads
 
     configure_torch_threads()
     torch.manual_seed(0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from visuallens_app import devices
 from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.models import registry
 from visuallens_app.models.base import Encoder
@@ -232,8 +233,8 @@ def test_unknown_encoder_name_and_device_are_user_errors() -> None:
     with pytest.raises(ModelUnavailableError):
         registry.parse_encoder_name("resnet")
     with pytest.raises(ModelUnavailableError):
-        registry.available_device("tpu")
-    assert registry.available_device("cpu") == "cpu"
+        devices.available_device("tpu")
+    assert devices.available_device("cpu") == "cpu"
 
 
 def test_importing_the_models_package_does_not_import_torch() -> None:

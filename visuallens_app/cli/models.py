@@ -30,12 +30,12 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from visuallens_app.devices import available_device
     from visuallens_app.models.clip import (
         DEFAULT_ARCH,
         DEFAULT_PRETRAINED,
         local_clip_weights,
     )
-    from visuallens_app.models.registry import available_device
 
     local = local_clip_weights(DEFAULT_ARCH, DEFAULT_PRETRAINED)
     data = {

@@ -21,9 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from visuallens_app.devices import available_device, configure_torch_threads
 from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.models.base import encode_in_batches
-from visuallens_app.models.registry import available_device, configure_torch_threads
 
 if TYPE_CHECKING:
     import torch

@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app import settings
+from visuallens_app.devices import configure_torch_threads
 from visuallens_app.models.base import encode_in_batches, l2_normalise
-from visuallens_app.models.registry import configure_torch_threads
 
 if TYPE_CHECKING:
     import torch

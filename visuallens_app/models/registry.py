@@ -7,11 +7,11 @@ download. Loaded encoders are kept per process, so the GUI and CLI never load th
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from visuallens_app.devices import available_device
 from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.models.base import Encoder, EncoderChoice
 
@@ -20,67 +20,8 @@ from visuallens_app.models.base import Encoder, EncoderChoice
 _choices: dict[tuple[str, str], EncoderChoice] = {}
 _encoders: dict[tuple[str, str], Encoder] = {}
 _cache_lock = threading.RLock()
-# One-element list rather than a global statement: set once, read many times.
-_threads_configured: list[bool] = [False]
-
 #: Progress of a weights download: (bytes done, bytes total or None when unknown).
 DownloadProgress = Callable[[int, int | None], None]
-
-
-def configure_torch_threads() -> int:
-    """Cap torch's intra-op threads at the CPUs this process may actually use; returns the count.
-
-    torch sizes its pool from the host's cores, which in a container or under ``taskset`` can be
-    far more than the process is allowed; oversubscribed threads spin and slow inference down.
-    ``VISUALLENS_TORCH_THREADS`` overrides. Done once per process.
-    """
-    import torch
-
-    if _threads_configured[0]:
-        return int(torch.get_num_threads())
-    env = os.environ.get("VISUALLENS_TORCH_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        wanted = int(env)
-    else:
-        try:
-            usable = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS, Windows
-            usable = os.cpu_count() or 1
-        wanted = max(1, min(torch.get_num_threads(), usable))
-    if wanted != torch.get_num_threads():
-        torch.set_num_threads(wanted)
-    _threads_configured[0] = True
-    return wanted
-
-
-def available_device(pref: str = "auto") -> str:
-    """The torch device to run on: ``pref`` if it is usable, else the best of cuda, mps, cpu.
-
-    An explicit device that this machine lacks raises ModelUnavailableError rather than silently
-    running somewhere slower than the user asked for.
-    """
-    import torch
-
-    pref = (pref or "auto").strip().lower()
-    cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if pref == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if pref == "cpu":
-        return "cpu"
-    if pref.startswith("cuda"):
-        if not cuda:
-            raise ModelUnavailableError(
-                f"Device {pref!r} was asked for but no CUDA GPU is usable here; use --device cpu."
-            )
-        return pref
-    if pref == "mps":
-        if not mps:
-            raise ModelUnavailableError(
-                "Device 'mps' was asked for but Metal is not available here; use --device cpu."
-            )
-        return pref
-    raise ModelUnavailableError(f"Unknown device {pref!r}; use auto, cpu, cuda or mps.")
 
 
 def parse_encoder_name(name: str) -> tuple[str, str | None, str | None]:
