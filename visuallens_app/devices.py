@@ -103,9 +103,9 @@ def torch_dtype(device: str, pref: str = "auto") -> Any:
 
 
 def free_memory_bytes(device: str) -> int | None:
-    """Memory free for new weights on ``device`` (GPU memory, or RAM for the CPU); None if unknown."""
+    """Memory free for new weights on ``device`` (GPU memory, or RAM on a CPU); None: unknown."""
     if device.startswith("cuda"):
-    """Memory free for new weights on ``device`` (GPU memory, or RAM for the CPU); None: unknown."""
+        import torch
 
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
