@@ -63,3 +63,26 @@ def library_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VISUALLENS_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("VISUALLENS_CACHE_DIR", str(tmp_path / "cache"))
     return lib
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Family -> folder of a tiny random VLM saved the users' way (tests/tiny_vlms.py)."""
+    import tiny_vlms
+
+    root = tmp_path_factory.mktemp("tiny-vlms")
+    return {family: tiny_vlms.build(family, root / family) for family in tiny_vlms.FAMILIES}
+
+
+@pytest.fixture(params=["llava", "qwen2_vl", "idefics3"])
+def vlm_family(request: pytest.FixtureRequest) -> str:
+    """Each VLM family the runtime is tested on, in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def tiny_vlm(tiny_vlm_dirs: dict[str, Path], vlm_family: str) -> object:
+    """A freshly loaded tiny VLM of each family in turn (fresh: tests may add tokens to it)."""
+    from visuallens_app.vlm import load_vlm
+
+    return load_vlm(tiny_vlm_dirs[vlm_family], device="cpu")

@@ -1,9 +1,8 @@
-"""Photo captions: a tiny random captioning model loaded the users' way, cached in the library.
+"""Photo captions: a tiny random VLM loaded the users' way, its captions cached in the library.
 
-No real captioning weights exist offline, so the model here is a randomly initialised
-ViT encoder + BERT decoder (hidden 32, 2 layers) with a word-level tokenizer: these tests prove
-loading, the 30-word cap, the store cache, and that captions reach recommendations and the
-re-ranker's prompt, not that the captions describe the photos.
+No real vision-language weights exist offline, so the model here is the shared fixture's tiny
+random Idefics3 (tests/tiny_vlms.py): these tests prove the 30-word cap, the store cache, and
+that captions reach recommendations and the re-ranker's prompt, not that they describe the photos.
 """
 
 from __future__ import annotations
@@ -21,81 +20,27 @@ from visuallens_app.jobs import CancelToken, Progress, run_to_end
 from visuallens_app.lens.aspects import (
     MAX_CAPTION_WORDS,
     Captioner,
-    TransformersCaptioner,
     caption_photos,
     history_captions,
 )
 from visuallens_app.lens.catalog import CatalogItem, load_default_catalog
 from visuallens_app.lens.history import History
 from visuallens_app.lens.rerank import RerankResult, build_prompt, rerank_result
-
-_WORDS = (
-    "a the an cat kitten coffee cup saucer espresso astronaut suit rocket launch pad motorcycle "
-    "red blue white black sitting standing on with near of in at table flag sky road"
-)
-
-
-def _save_tiny_captioner(folder: Path) -> None:
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import (
-        BertConfig,
-        PreTrainedTokenizerFast,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-        ViTConfig,
-        ViTImageProcessor,
-    )
-
-    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(
-        [_WORDS], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        bos_token="[CLS]",
-        eos_token="[SEP]",
-    )
-    encoder = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    decoder = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        is_decoder=True,
-        add_cross_attention=True,
-    )
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    torch.manual_seed(0)
-    model = VisionEncoderDecoderModel(config=config)
-    for cfg in (model.config, model.generation_config):
-        cfg.decoder_start_token_id = tokenizer.bos_token_id
-        cfg.pad_token_id = tokenizer.pad_token_id
-        cfg.eos_token_id = tokenizer.eos_token_id
-    # Random weights could stop at once; a floor past the 30-word cap exercises the cap too.
-    model.generation_config.min_new_tokens = 40
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+from visuallens_app.vlm.captions import VlmCaptioner
+from visuallens_app.vlm.loading import load_vlm
 
 
 @pytest.fixture(scope="module")
-def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-captioner")
-    _save_tiny_captioner(folder)
-    return folder
+def tiny_captioner_dir(tiny_vlm_dirs: dict[str, Path]) -> Path:
+    """The tiny Idefics3 (SmolVLM's family) of the shared fixture."""
+    return tiny_vlm_dirs["idefics3"]
+
+
+def _captioner(folder: Path, *, max_new_tokens: int = 12) -> VlmCaptioner:
+    vlm = load_vlm(folder, device="cpu")
+    # Random weights could stop at once; a floor keeps every caption non-empty.
+    vlm.model.generation_config.min_new_tokens = min(4, max_new_tokens)
+    return VlmCaptioner(vlm, max_new_tokens=max_new_tokens)
 
 
 class CountingCaptioner:
@@ -132,16 +77,29 @@ def _index(library: Path, photos: Path, encoder: Any) -> None:
 def test_tiny_model_captions_a_real_photo_in_at_most_30_words(
     tiny_captioner_dir: Path, sample_images: dict[str, Image.Image]
 ) -> None:
-    captioner = TransformersCaptioner(tiny_captioner_dir)
+    captioner = _captioner(tiny_captioner_dir, max_new_tokens=60)
     assert isinstance(captioner, Captioner)
-    captions = captioner.caption([sample_images["chelsea"], sample_images["coffee"]])
+    # A random model rarely writes words; make this one say " cat" at every step, 60 times.
+    tokenizer = captioner.vlm.tokenizer
+    (cat,) = tokenizer.encode(" cat", add_special_tokens=False)
+
+    def always_cat(_module: Any, _args: Any, logits: Any) -> Any:
+        logits[..., cat] += 1000.0
+        return logits
+
+    head = captioner.vlm.model.get_output_embeddings()
+    handle = head.register_forward_hook(always_cat)
+    try:
+        captions = captioner.caption([sample_images["chelsea"], sample_images["coffee"]])
+    finally:
+        handle.remove()
     assert len(captions) == 2
-    for caption in captions:
-        words = caption.split()
-        assert 0 < len(words) <= MAX_CAPTION_WORDS
-        assert set(words) <= set(_WORDS.split())  # decoded words, no special tokens
+    assert captions == [" ".join(["cat"] * MAX_CAPTION_WORDS)] * 2  # cut at the 30-word cap
+    plain = captioner.caption([sample_images["chelsea"]])[0]
+    assert 0 < len(plain.split()) <= MAX_CAPTION_WORDS
+    assert not any(special in plain for special in tokenizer.all_special_tokens)
     # Same folder, same weights: the same cache key in the next session.
-    assert TransformersCaptioner(tiny_captioner_dir).id == captioner.id
+    assert _captioner(tiny_captioner_dir, max_new_tokens=60).id == captioner.id
 
 
 @pytest.mark.parametrize("broken", ["missing", "empty", "bad-config"])
@@ -152,7 +110,7 @@ def test_a_bad_model_folder_is_one_sentence(tmp_path: Path, broken: str) -> None
     if broken == "bad-config":
         (folder / "config.json").write_text(json.dumps({"model_type": "no-such-model"}))
     with pytest.raises(ModelUnavailableError) as err:
-        TransformersCaptioner(folder).caption([Image.new("RGB", (8, 8))])
+        load_vlm(folder, device="cpu")
     message = str(err.value)
     assert str(folder) in message
     assert "\n" not in message
@@ -166,7 +124,7 @@ def test_captions_are_cached_in_the_store(
     from visuallens_app.library.store import PhotoStore
 
     _index(library_dir, photo_dir, embedded)
-    captioner = CountingCaptioner(TransformersCaptioner(tiny_captioner_dir))
+    captioner = CountingCaptioner(_captioner(tiny_captioner_dir))
     with PhotoStore(library_dir) as store:
         history = History.from_store(store, embedded.id)
         first = history_captions(history, [0, 2], captioner, db=store.db)
@@ -198,7 +156,7 @@ def test_cancelled_caption_job_keeps_nothing_half_done(
     from visuallens_app.library.store import PhotoStore
 
     _index(library_dir, photo_dir, embedded)
-    captioner = CountingCaptioner(TransformersCaptioner(tiny_captioner_dir))
+    captioner = CountingCaptioner(_captioner(tiny_captioner_dir))
     cancel = CancelToken()
     with PhotoStore(library_dir) as store:
         job = caption_photos(store, captioner, cancel=cancel, batch_size=2)
@@ -217,7 +175,7 @@ def test_recommend_with_a_captioner_captions_the_retrieved_photos_only(
 
     _index(library_dir, photo_dir, embedded)
     catalog = load_default_catalog()
-    captioner = CountingCaptioner(TransformersCaptioner(tiny_captioner_dir))
+    captioner = CountingCaptioner(_captioner(tiny_captioner_dir))
     with PhotoStore(library_dir) as store:
         recommender = Recommender(store, embedded)
         plain = recommender.recommend("coffee shop", catalog, k=3)
@@ -266,7 +224,7 @@ def test_reranker_gets_captions_keyed_by_tile_number(
     _index(library_dir, photo_dir, embedded)
     catalog = load_default_catalog()
     (photo_dir / "coffee.jpg").unlink()  # an unreadable photo takes no tile and no number
-    captioner = TransformersCaptioner(tiny_captioner_dir)
+    captioner = _captioner(tiny_captioner_dir)
     with PhotoStore(library_dir) as store:
         recommender = Recommender(store, embedded)
         result = recommender.recommend("coffee shop", catalog, k=5, captioner=captioner)
@@ -295,48 +253,45 @@ def test_cli_recommend_explains_with_captions_and_without(
 
     _index(library_dir, photo_dir, embedded)
     # The whole library in the background job first; recommend then reads the store.
-    assert main(["caption", "--json", "--captioner", str(tiny_captioner_dir)]) == 0
+    vlm = ["--vlm", str(tiny_captioner_dir), "--device", "cpu"]
+    assert main(["caption", "--json", *vlm]) == 0
     assert json.loads(capsys.readouterr().out) == {"captioned": 5}
     base = ["recommend", "--category", "coffee shop", "-k", "2", "--encoder", "embedded"]
     assert main([*base, "--json"]) == 0
     plain = json.loads(capsys.readouterr().out)
     assert all("captions" not in row for row in plain)
 
-    assert main([*base, "--json", "--captioner", str(tiny_captioner_dir)]) == 0
+    assert main([*base, "--json", *vlm]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["captions"]
     assert all(0 < len(c.split()) <= MAX_CAPTION_WORDS for c in rows[0]["captions"].values())
 
-    assert main([*base, "--explain", "--captioner", str(tiny_captioner_dir)]) == 0
+    assert main([*base, "--explain", "--captioner", str(tiny_captioner_dir)]) == 0  # older name
     text = capsys.readouterr().out
     caption = next(iter(rows[0]["captions"].values()))
     assert f'"{caption}"' in text
 
-    assert main([*base, "--captioner", str(library_dir / "nowhere")]) == 1
+    assert main([*base, "--vlm", str(library_dir / "nowhere")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("visuallens: No captioning model at")
-    assert main(["caption", "--json", "--captioner", str(tiny_captioner_dir)]) == 0
+    assert err[-1].startswith("visuallens: No vision-language model at")
+    assert err[-1].endswith("`visuallens models download-vlm NAME`.")
+    assert main(["caption", "--json", *vlm]) == 0
     assert json.loads(capsys.readouterr().out) == {"captioned": 0}
 
 
-def test_cli_rerank_model_prompt_carries_the_captions(
+def test_cli_rerank_prompt_carries_the_captions(
     tiny_captioner_dir: Path,
     photo_dir: Path,
     library_dir: Path,
     embedded: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from test_rerank import _save_tiny_llava
-
     from visuallens_app.cli import main
 
-    vlm = library_dir.parent / "tiny-llava"
-    vlm.mkdir()
-    _save_tiny_llava(vlm)
     _index(library_dir, photo_dir, embedded)
     args = ["recommend", "--category", "coffee shop", "-k", "3", "--encoder", "embedded"]
-    args += ["--device", "cpu", "--explain", "--rerank-model", str(vlm)]
-    assert main([*args, "--captioner", str(tiny_captioner_dir)]) == 0
+    args += ["--device", "cpu", "--explain", "--rerank", "--vlm", str(tiny_captioner_dir)]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "Re-ranked by the vision-language model (with " in out
     assert len([line for line in out.splitlines() if line[:3].strip().rstrip(".").isdigit()]) == 3

@@ -1,4 +1,4 @@
-"""The MLLM re-ranker, on a tiny randomly initialised LLaVA saved and loaded the users' way.
+"""The MLLM re-ranker, on tiny randomly initialised VLMs saved and loaded the users' way.
 
 No real vision-language weights exist offline, so these tests prove the mechanics (loading,
 prompt, grid size, tag tokens, first-token probabilities), not recommendation quality.
@@ -13,102 +13,27 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.lens.catalog import CatalogItem
 from visuallens_app.lens.grid import build_grid
 from visuallens_app.lens.rerank import MLLMReranker, build_prompt, candidate_tag
+from visuallens_app.vlm.loading import load_vlm
 
+#: The tiny LLaVA's processor feeds the model 32 x 32 images (tests/tiny_vlms.py).
 IMAGE_SIDE = 32
-
-_CORPUS = [
-    "USER: ASSISTANT: The image is a grid of photos from the user's own photo history",
-    "each numbered in its top-left corner . Aspects the user cares about : Photos :",
-    "Question : recommend a restaurant Candidates : Answer with the tag of the candidate",
-    "this user would like most ramen noodle neon spicy dome balcony quiet garden sushi bar",
-    "pizza oven terrace cosy dim candle view harbour cafe < > I 1 2 3 4 5 6 7 8 9 0 , ; .",
-]
-
-
-def _save_tiny_llava(folder: Path) -> None:
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PreTrainedTokenizerFast,
-    )
-
-    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    # Digits split one by one, as in Llama's tokenizer: "<I12>" -> "<", "I", "1", "2", ">".
-    raw.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    raw.train_from_iterator(
-        _CORPUS,
-        trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "<s>", "</s>", "<image>"]),
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        bos_token="<s>",
-        eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"},
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIDE,
-        patch_size=8,
-        projection_dim=32,
-    )
-    text = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=4096,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config)
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": IMAGE_SIDE},
-            crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-        ),
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    _save_tiny_llava(folder)
-    return folder
+def tiny_vlm(tiny_vlm_dirs: dict[str, Path]) -> Path:
+    return tiny_vlm_dirs["llava"]
+
+
+def _reranker(folder: Path) -> MLLMReranker:
+    return MLLMReranker(load_vlm(folder, device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def reranker(tiny_vlm: Path) -> MLLMReranker:
-    return MLLMReranker(tiny_vlm, device="cpu")
+    return _reranker(tiny_vlm)
 
 
 def _candidates(n: int) -> list[CatalogItem]:
@@ -150,18 +75,6 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def test_missing_model_folder_is_one_clear_sentence(tmp_path: Path) -> None:
-    with pytest.raises(ModelUnavailableError) as info:
-        MLLMReranker(tmp_path / "nowhere")
-    message = str(info.value)
-    assert "nowhere" in message
-    assert "\n" not in message
-    assert message.count(". ") == 0
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelUnavailableError, match=r"config\.json"):
-        MLLMReranker(tmp_path / "empty")
-
-
 def test_prompt_has_question_tiles_and_tagged_candidates() -> None:
     long = CatalogItem("x", "Long", "restaurant", "word " * 200)
     prompt = build_prompt(
@@ -182,9 +95,11 @@ def test_prompt_has_question_tiles_and_tagged_candidates() -> None:
 
 
 def test_ranking_is_a_permutation_of_first_token_tag_probabilities(
-    reranker: MLLMReranker, tiny_vlm: Path
+    tiny_vlm_dirs: dict[str, Path], vlm_family: str
 ) -> None:
+    tiny_vlm = tiny_vlm_dirs[vlm_family]
     before = _folder_digest(tiny_vlm)
+    reranker = _reranker(tiny_vlm)
     candidates = _candidates(30)
     result = _rank(reranker, candidates)
     assert sorted(result.order) == list(range(30))
@@ -196,7 +111,7 @@ def test_ranking_is_a_permutation_of_first_token_tag_probabilities(
     # Each tag is one dedicated token, distinct from every other.
     ids = reranker.tag_ids(30)
     assert len(set(ids)) == 30
-    assert reranker.tokenizer.convert_ids_to_tokens(ids[11]) == "<I12>"
+    assert reranker.vlm.tokenizer.convert_ids_to_tokens(ids[11]) == "<I12>"
     ranked = result.ranked(candidates)
     assert ranked[0][0] is candidates[result.order[0]]
     # Tags live in memory only: the user's model folder is untouched.
@@ -205,7 +120,9 @@ def test_ranking_is_a_permutation_of_first_token_tag_probabilities(
 
 def test_grid_is_fed_at_the_processors_image_size(reranker: MLLMReranker) -> None:
     seen: list[tuple[int, ...]] = []
-    tower = next(m for name, m in reranker.model.named_modules() if name.endswith("vision_tower"))
+    tower = next(
+        m for name, m in reranker.vlm.model.named_modules() if name.endswith("vision_tower")
+    )
     handle = tower.register_forward_pre_hook(
         lambda _module, args, kwargs: seen.append(
             tuple((args or (kwargs["pixel_values"],))[0].shape)
@@ -231,8 +148,8 @@ def test_same_model_and_inputs_give_the_same_ranking(
     again = _rank(reranker, candidates)
     assert first == again
     # Two fresh loads (same tags added) agree exactly: the tag rows' start is not random.
-    one = _rank(MLLMReranker(tiny_vlm, device="cpu"), candidates)
-    two = _rank(MLLMReranker(tiny_vlm, device="cpu"), candidates)
+    one = _rank(_reranker(tiny_vlm), candidates)
+    two = _rank(_reranker(tiny_vlm), candidates)
     assert one == two
     assert len(set(one.probabilities)) == len(candidates)  # every tag has its own probability
 
@@ -241,10 +158,10 @@ def test_biasing_one_tag_logit_moves_that_candidate_to_rank_one(tiny_vlm: Path) 
     """Proves the ranking reads the first output token's tag probabilities and nothing else."""
     import torch
 
-    local = MLLMReranker(tiny_vlm, device="cpu")
+    local = _reranker(tiny_vlm)
     candidates = _candidates(25)
     baseline = _rank(local, candidates)
-    head = local.model.get_output_embeddings()
+    head = local.vlm.model.get_output_embeddings()
     hidden: list[torch.Tensor] = []
     handle = head.register_forward_pre_hook(lambda _m, args: hidden.append(args[0][0, -1].clone()))
     try:
@@ -273,16 +190,16 @@ def test_more_than_one_hundred_candidates_are_refused(reranker: MLLMReranker) ->
 
 
 def test_the_models_chat_template_is_used_when_it_has_one(tiny_vlm: Path) -> None:
-    from visuallens_app.lens.rerank import _chat_text
+    from visuallens_app.vlm.prompts import chat_text
 
-    local = MLLMReranker(tiny_vlm, device="cpu")
-    assert _chat_text(local.processor, "hi").startswith("USER: <image>\nhi")
-    local.processor.chat_template = (
+    local = _reranker(tiny_vlm)
+    assert chat_text(local.vlm.processor, "hi").startswith("USER: <image>\nhi")
+    local.vlm.processor.chat_template = (
         "{% for m in messages %}[{{ m['role'] }}] {% for c in m['content'] %}"
         "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}{% endif %}"
         "{% endfor %}{% endfor %}{% if add_generation_prompt %} [assistant]{% endif %}"
     )
-    text = _chat_text(local.processor, "recommend a restaurant")
+    text = chat_text(local.vlm.processor, "recommend a restaurant")
     assert text == "[user] <image> recommend a restaurant [assistant]"
     result = _rank(local, _candidates(6))
     assert sorted(result.order) == list(range(6))

@@ -61,3 +61,9 @@ def user_message(err: BaseException) -> str | None:
             return f"A file or folder is missing{where}: check that the drive is connected."
         return f"{err.strerror or err}{where}."
     return None
+
+
+def first_sentence(err: BaseException) -> str:
+    """The first sentence of a library's error message, so ours stays one sentence."""
+    text = str(err).strip()
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(err).__name__

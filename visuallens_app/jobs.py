@@ -1,7 +1,9 @@
 """The contract every long job follows: a generator of Progress records checking a CancelToken.
 
 The CLI wraps the generator in a progress bar; the GUI runs it on a worker thread and forwards each
-record as a signal. Neither front-end knows anything else about the job.
+record as a signal. Neither front-end knows anything else about the job. A job may also yield
+:class:`Partial` results between its progress records (a streamed token, a finished sweep cell, a
+scored caption): the GUI forwards them to the panel that started the job, the CLI to a callback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Progress:
     message: str = ""
     rate: float = 0.0  # units per second, over the whole run so far
     stage: str = ""
+    unit: str = "photos"  # what done and total count: photos, captions, tokens, cells...
 
     @property
     def fraction(self) -> float:
@@ -72,9 +75,12 @@ class CancelToken:
 class ProgressMeter:
     """Builds Progress records with a rate, and says when one is worth emitting (~10 per second)."""
 
-    def __init__(self, total: int, stage: str = "", min_interval: float = 0.1) -> None:
+    def __init__(
+        self, total: int, stage: str = "", min_interval: float = 0.1, unit: str = "photos"
+    ) -> None:
         self.total = total
         self.stage = stage
+        self.unit = unit
         self.done = 0
         self._start = time.monotonic()
         self._last_emit = -1e9
@@ -92,7 +98,13 @@ class ProgressMeter:
 
     def progress(self, message: str = "") -> Progress:
         elapsed = max(1e-9, time.monotonic() - self._start)
-        return Progress(self.done, self.total, message, self.done / elapsed, self.stage)
+        return Progress(self.done, self.total, message, self.done / elapsed, self.stage, self.unit)
+
+
+class Partial:
+    """Base of a job's partial results: what a panel shows before the job has finished."""
+
+    __slots__ = ()
 
 
 R = TypeVar("R")
@@ -100,8 +112,11 @@ R = TypeVar("R")
 #: A long job: yields Progress, returns its result (``return`` value of the generator).
 Job = Generator[Progress, None, R]
 
+#: A long job that also yields partial results (a ``Job`` is one that yields none).
+StreamingJob = Generator[Progress | Partial, None, R]
 
-def run_to_end(job: Generator[Progress, None, R]) -> R:
+
+def run_to_end(job: StreamingJob[R]) -> R:
     """Run a job to the end, ignoring its progress, and return its result."""
     while True:
         try:

@@ -21,6 +21,9 @@ import platformdirs
 APP_NAME = "VisualLens"
 SCHEMA_VERSION = 1
 
+#: What the one vision-language model setting serves; each may be given its own model.
+VLM_FEATURES = ("captions", "rerank", "tldr", "steering")
+
 
 def config_dir() -> Path:
     env = os.environ.get("VISUALLENS_CONFIG_DIR")
@@ -58,9 +61,21 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda | mps
     retrieval_size: int = 64  # w: history photos kept per category
     catalog_dir: str = ""  # empty: the shipped default catalog
-    captioner_dir: str = ""  # a local Hugging Face captioning model folder; empty: no captions
+    captioner_dir: str = ""  # legacy (before the shared VLM): the captions model folder
+    vlm: str = ""  # the vision-language model: a folder or a cached Hub name; empty: none
+    # Per-feature choices over ``vlm``: keys in VLM_FEATURES, values a folder or Hub name.
+    vlm_overrides: dict[str, str] = field(default_factory=dict)
     window_geometry: str = ""  # base64 of QWidget.saveGeometry(), written by the GUI
     schema_version: int = SCHEMA_VERSION
+
+    def vlm_for(self, feature: str) -> str:
+        """The vision-language model ``feature`` (one of VLM_FEATURES) uses; empty: none."""
+        if feature not in VLM_FEATURES:
+            raise ValueError(f"unknown VLM feature {feature!r}; one of {', '.join(VLM_FEATURES)}")
+        chosen = self.vlm_overrides.get(feature, "").strip()
+        if not chosen and feature == "captions":
+            chosen = self.captioner_dir.strip()
+        return chosen or self.vlm.strip()
 
     @property
     def library_path(self) -> Path:

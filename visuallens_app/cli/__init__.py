@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "visuallens_app.cli.lens",
     "visuallens_app.cli.evaluate",
     "visuallens_app.cli.models",
+    "visuallens_app.cli.tldr",
+    "visuallens_app.cli.steer",
 )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from visuallens_app.errors import Cancelled, user_message
-from visuallens_app.jobs import CancelToken, Progress
+from visuallens_app.jobs import CancelToken, Partial, Progress, StreamingJob
 from visuallens_app.settings import Settings
 
 R = TypeVar("R")
@@ -64,6 +64,71 @@ def load_encoder(args: argparse.Namespace, *, quiet: bool = False) -> Any:
     return choice.encoder
 
 
+def add_vlm_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--vlm`` (and ``--dtype``) for a command that drives a vision-language model."""
+    parser.add_argument(
+        "--vlm",
+        default=None,
+        metavar="DIR|NAME",
+        help=(
+            f"the vision-language model for {what}: a folder saved with save_pretrained, or a "
+            "Hub name already downloaded (`visuallens models download-vlm`); default: settings"
+        ),
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        help="weights' precision (default auto: float32 on a CPU, half precision on a GPU)",
+    )
+
+
+#: Loaded vision-language models of this process, so one command loads each only once.
+_vlms: dict[tuple[str, str, str, str], Any] = {}
+
+
+def vlm_source(args: argparse.Namespace, feature: str) -> str:
+    """The model ``feature`` uses: ``--vlm``, else the settings' choice; empty when none."""
+    chosen = getattr(args, "vlm", None)
+    return str(chosen).strip() if chosen else Settings.load().vlm_for(feature)
+
+
+def load_vlm(
+    args: argparse.Namespace,
+    feature: str,
+    *,
+    source: str | None = None,
+    attn_implementation: str = "auto",
+) -> Any:
+    """The vision-language model for ``feature`` (loaded once per process), saying which on stderr.
+
+    One sentence, not a traceback, when none is configured or it cannot be loaded.
+    """
+    from visuallens_app.errors import ModelUnavailableError
+    from visuallens_app.vlm.loading import DEFAULT_VLM, check_folder, resolve_source
+    from visuallens_app.vlm.loading import load_vlm as load
+
+    chosen = source if source is not None else vlm_source(args, feature)
+    if not chosen:
+        raise ModelUnavailableError(
+            f"No vision-language model is configured for {feature}; give --vlm DIR|NAME, set "
+            f"one in Settings, or get one with `visuallens models download-vlm` ({DEFAULT_VLM})."
+        )
+    device = getattr(args, "device", None) or Settings.load().device
+    dtype = getattr(args, "dtype", None) or "auto"
+    key = (chosen, device, dtype, attn_implementation)
+    if key not in _vlms:
+        quiet = getattr(args, "json", False)
+        check_folder(resolve_source(chosen))  # a wrong folder is refused before "Loading..."
+        if not quiet:
+            print(f"Loading the vision-language model {chosen}...", file=sys.stderr)
+        vlm = load(chosen, device=device, dtype=dtype, attn_implementation=attn_implementation)
+        if not quiet:
+            print(f"Using {vlm.describe()}.", file=sys.stderr)
+        _vlms[key] = vlm
+    return _vlms[key]
+
+
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
     """Print ``data`` as JSON with --json, otherwise the human text."""
     if getattr(args, "json", False):
@@ -77,8 +142,16 @@ def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
 STAGE_LABELS = {"scan": "Scanning", "index": "Indexing", "sweep": "Tidying up"}
 
 
-def run_job(job: Generator[Progress, None, R], *, show: bool = True) -> R:
-    """Drive a job with a progress bar (count, rate, ETA) on stderr; Ctrl-C cancels cleanly."""
+def run_job(
+    job: StreamingJob[R],
+    *,
+    show: bool = True,
+    on_partial: Callable[[Partial], None] | None = None,
+) -> R:
+    """Drive a job with a progress bar (count, rate, ETA) on stderr; Ctrl-C cancels cleanly.
+
+    Partial results (streamed tokens, finished cells) go to ``on_partial`` as they come.
+    """
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="photo", disable=not show or not sys.stderr.isatty(), leave=False)
@@ -89,9 +162,14 @@ def run_job(job: Generator[Progress, None, R], *, show: bool = True) -> R:
                 progress = next(job)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
+            if not isinstance(progress, Progress):
+                if on_partial is not None:
+                    on_partial(progress)
+                continue
             if progress.stage != stage:
                 stage = progress.stage
                 bar.reset(total=progress.total or None)
+                bar.unit = progress.unit.removesuffix("s") or "item"
                 bar.set_description(STAGE_LABELS.get(stage, stage), refresh=False)
             if progress.total and bar.total != progress.total:
                 bar.total = progress.total
@@ -99,6 +177,7 @@ def run_job(job: Generator[Progress, None, R], *, show: bool = True) -> R:
             bar.set_postfix_str(progress.message, refresh=False)
             bar.refresh()
     finally:
+        job.close()
         bar.close()
 
 

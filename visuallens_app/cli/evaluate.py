@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from visuallens_app.cli.common import emit, load_encoder, run_job
+from visuallens_app.cli.common import add_vlm_option, emit, load_encoder, load_vlm, run_job
 
 #: Irrelevant-history shares a synthetic sweep runs by default (the central-claim check).
 DEFAULT_SHARES = (0.2, 0.5, 0.8)
@@ -55,12 +55,8 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help=f"skip questions with fewer history photos (default {PAPER_MIN_HISTORY}, the paper's)",
     )
-    p.add_argument(
-        "--rerank-model",
-        type=Path,
-        metavar="DIR",
-        help="a local vision-language model folder; adds the 'rerank' method",
-    )
+    add_vlm_option(p, "the 'rerank' method (given: rerank is added to the methods)")
+    p.add_argument("--rerank-model", dest="vlm", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument(
         "--synthetic",
         type=int,
@@ -107,14 +103,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     methods = list(dict.fromkeys(args.methods))
     reranker = None
-    if args.rerank_model is not None:
+    if args.vlm or "rerank" in methods:
         from visuallens_app.lens.rerank import MLLMReranker
 
-        reranker = MLLMReranker(args.rerank_model, device=args.device or "auto")
+        reranker = MLLMReranker(load_vlm(args, "rerank"))
         if "rerank" not in methods:
             methods.append("rerank")
-    elif "rerank" in methods:
-        raise BenchmarkError("The rerank method needs --rerank-model DIR (a local model folder).")
 
     if args.synthetic is not None:
         if args.benchmark is not None:

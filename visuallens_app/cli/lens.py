@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from visuallens_app.cli.common import add_common, emit, load_encoder, open_store, run_job
+from visuallens_app.cli.common import (
+    add_common,
+    add_vlm_option,
+    emit,
+    load_encoder,
+    load_vlm,
+    open_store,
+    run_job,
+    vlm_source,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -41,29 +50,27 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="show the supporting photos (with captions), and matched aspects of each item",
     )
+    add_vlm_option(p, "captions and re-ranking")
     p.add_argument(
-        "--captioner",
-        type=Path,
-        metavar="DIR",
-        help=(
-            "caption the retrieved photos with the Hugging Face captioning model in DIR "
-            "(default: settings; captions are cached in the library)"
-        ),
-    )
+        "--captioner", dest="vlm", metavar="DIR", help=argparse.SUPPRESS
+    )  # before the shared VLM setting: the captions model
     p.add_argument(
         "--no-captions",
         action="store_true",
-        help="no captions, even when the settings name a captioning model",
-    )
-    p.add_argument(
-        "--rerank-model",
-        type=Path,
-        metavar="DIR",
         help=(
-            "re-rank with the local vision-language model in DIR (the paper's grid + prompt; "
-            "slow, loads gigabytes)"
+            "no captions of the retrieved photos (default: captioned, and cached in the "
+            "library, when a vision-language model is configured or given)"
         ),
     )
+    p.add_argument(
+        "--rerank",
+        action="store_true",
+        help=(
+            "re-rank with the vision-language model, as the paper does (the grid of your "
+            "photos + a prompt, one forward pass; slow on a CPU)"
+        ),
+    )
+    p.add_argument("--rerank-model", metavar="DIR|NAME", help=argparse.SUPPRESS)
     add_common(p)
     p.set_defaults(handler=cmd_recommend)
 
@@ -71,14 +78,13 @@ def register(subparsers: Any) -> None:
         "caption",
         help="caption every photo in the library (for the re-ranker and explanations)",
         description=(
-            "Caption the library's photos with a local Hugging Face captioning model, so that "
+            "Caption the library's photos with the vision-language model, so that "
             "recommendations never wait for it. Photos already captioned by this model are "
             "skipped; an interrupted run continues where it stopped."
         ),
     )
-    p.add_argument(
-        "--captioner", type=Path, metavar="DIR", help="the model folder (default: settings)"
-    )
+    add_vlm_option(p, "captions")
+    p.add_argument("--captioner", dest="vlm", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--library", type=Path, metavar="DIR", help="library directory")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -115,11 +121,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("photo", type=Path, metavar="PHOTO", help="an image file")
     p.add_argument("-k", type=int, default=10, help="how many aspects (default 10)")
     p.add_argument(
-        "--captioner",
-        type=Path,
-        metavar="DIR",
-        help="also caption the photo with the Hugging Face captioning model in DIR",
+        "--caption",
+        action="store_true",
+        help="also caption the photo with the vision-language model (--vlm, else settings)",
     )
+    add_vlm_option(p, "the caption")
+    p.add_argument("--captioner", metavar="DIR", help=argparse.SUPPRESS)
     add_common(p)
     p.set_defaults(handler=cmd_aspects)
 
@@ -140,16 +147,24 @@ def _catalog(path: Path | None) -> Any:
     return load_default_catalog() if folder is None else load_catalog(folder).catalog
 
 
-def _captioner(args: argparse.Namespace, settings: Any) -> Any:
+def _captioner(args: argparse.Namespace) -> Any:
     """The captioner the user asked for (option, else settings), or None for no captions."""
-    from visuallens_app.lens.aspects import TransformersCaptioner
+    from visuallens_app.vlm.captions import VlmCaptioner
 
-    if getattr(args, "no_captions", False):
+    if getattr(args, "no_captions", False) or not vlm_source(args, "captions"):
         return None
-    folder = args.captioner or (Path(settings.captioner_dir) if settings.captioner_dir else None)
-    if folder is None:
-        return None
-    return TransformersCaptioner(folder, device=getattr(args, "device", None) or settings.device)
+    return VlmCaptioner(load_vlm(args, "captions"))
+
+
+def _reranker(args: argparse.Namespace) -> Any:
+    """The re-ranker, when asked for (``--rerank`` or the older ``--rerank-model``)."""
+    from visuallens_app.lens.rerank import MLLMReranker
+
+    if args.rerank_model:
+        return MLLMReranker(load_vlm(args, "rerank", source=str(args.rerank_model)))
+    if args.rerank:
+        return MLLMReranker(load_vlm(args, "rerank"))
+    return None
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -157,6 +172,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     from visuallens_app.errors import VisualLensError
     from visuallens_app.lens.pipeline import LensConfig, Recommender, candidates_for
+    from visuallens_app.lens.rerank import MAX_CANDIDATES
     from visuallens_app.library.paths import display_path
     from visuallens_app.settings import Settings
 
@@ -169,12 +185,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     catalog = _catalog(args.catalog)
     # An unknown category or a missing model folder fails before the encoder loads.
     candidates = candidates_for(catalog, args.category)
-    captioner = _captioner(args, settings)
-    reranker = None
-    if args.rerank_model is not None:
-        from visuallens_app.lens.rerank import MAX_CANDIDATES, MLLMReranker
-
-        reranker = MLLMReranker(args.rerank_model, device=args.device or settings.device)
+    captioner = _captioner(args)
+    reranker = _reranker(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
         recommender = Recommender(store, encoder)
@@ -235,15 +247,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from visuallens_app.errors import ModelUnavailableError
     from visuallens_app.lens.aspects import caption_photos
-    from visuallens_app.settings import Settings
+    from visuallens_app.vlm.captions import VlmCaptioner
 
-    captioner = _captioner(args, Settings.load())
-    if captioner is None:
-        raise ModelUnavailableError(
-            "No captioning model is configured; give --captioner DIR or set captioner_dir."
-        )
+    captioner = VlmCaptioner(load_vlm(args, "captions"))
     with open_store(args) as store:
         count = run_job(caption_photos(store, captioner), show=not args.json)
     emit(args, {"captioned": count}, lambda: f"Captioned {count} photo(s).")
@@ -288,7 +295,7 @@ def cmd_catalog_list(args: argparse.Namespace) -> int:
 
 def cmd_aspects(args: argparse.Namespace) -> int:
     from visuallens_app.errors import LibraryError, VisualLensError
-    from visuallens_app.lens.aspects import TransformersCaptioner, aspects_for_photo
+    from visuallens_app.lens.aspects import aspects_for_photo
     from visuallens_app.lens.pipeline import default_vocabulary
 
     if not args.photo.is_file():
@@ -300,16 +307,17 @@ def cmd_aspects(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         aspects = aspects_for_photo(args.photo, encoder, vocabulary, store=store, k=args.k)
     caption = None
-    if args.captioner is not None:
+    if args.caption or args.captioner:
         from visuallens_app.library.decode import DecodeError, decode_photo
+        from visuallens_app.vlm.captions import VlmCaptioner
 
+        source = str(args.captioner) if args.captioner else None
+        captioner = VlmCaptioner(load_vlm(args, "captions", source=source))
         try:
             image = decode_photo(args.photo, target=384).image
         except DecodeError as err:
             raise LibraryError(f"Cannot read {args.photo}: {err}.") from err
-        caption = TransformersCaptioner(args.captioner, device=args.device or "cpu").caption(
-            [image]
-        )[0]
+        caption = captioner.caption([image])[0]
     data: dict[str, object] = {"aspects": [{"term": t, "score": round(s, 4)} for t, s in aspects]}
     if caption is not None:
         data["caption"] = caption

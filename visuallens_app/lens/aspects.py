@@ -7,10 +7,11 @@ ranking: ConSE and CLIP similarities carry strong per-term biases, so generic wo
 (z-score, with the spread floored and shrunk towards a prior for small libraries), so a word is
 a photo's aspect when it fits *this* photo unusually well.
 
-Captions (<= 30 words, as in the paper) come from a local captioning model when the user has
-configured one. They are cached in the store by content hash + captioner id and computed lazily,
-for the photos a question retrieved (:func:`history_captions`), or for the whole library by the
-long job :func:`caption_photos`.
+Captions (<= 30 words, as in the paper) come from the configured vision-language model
+(:class:`visuallens_app.vlm.captions.VlmCaptioner`) when the user has one. They are cached in
+the store by content hash + captioner id and computed lazily, for the photos a question
+retrieved (:func:`history_captions`), or for the whole library by the long job
+:func:`caption_photos`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from visuallens_app.errors import LibraryError, ModelUnavailableError
+from visuallens_app.errors import LibraryError
 from visuallens_app.jobs import CancelToken, Job, ProgressMeter
 from visuallens_app.lens.history import (
     PHOTO_ASPECTS,
@@ -36,6 +37,7 @@ from visuallens_app.lens.history import (
 )
 from visuallens_app.library.paths import normalise_root
 from visuallens_app.models.base import Encoder
+from visuallens_app.vlm.captions import MAX_CAPTION_WORDS
 
 if TYPE_CHECKING:
     from visuallens_app.library.store import PhotoStore
@@ -321,8 +323,6 @@ def _photo_vector(path: Path, encoder: Encoder, store: PhotoStore | None) -> NDA
 
 # -- captions ---------------------------------------------------------------------------------
 
-#: The paper's caption length limit, in words.
-MAX_CAPTION_WORDS = 30
 #: Photos are decoded to about this side for captioning; captioners resize to 224-384 px.
 CAPTION_DECODE_SIDE = 384
 
@@ -344,133 +344,6 @@ class Captioner(Protocol):
 def cap_words(text: str, limit: int = MAX_CAPTION_WORDS) -> str:
     """``text`` on one line, cut to its first ``limit`` words."""
     return " ".join(str(text).split()[:limit])
-
-
-class TransformersCaptioner:
-    """A local Hugging Face image-captioning model (BLIP, GIT, ViT-GPT2...) from a folder.
-
-    Only used when the user configured a model folder; nothing is downloaded and no remote code
-    runs. transformers is imported on first use, so the rest of the lens never pays for it.
-    Encoder-decoder captioners (``VisionEncoderDecoderModel``, e.g. ViT-GPT2) and BLIP-style
-    models both load through ``AutoModelForImageTextToText``; the encoder-decoder class is also
-    tried directly when the folder's config says ``vision-encoder-decoder``.
-    """
-
-    def __init__(
-        self,
-        model_dir: Path,
-        *,
-        device: str = "cpu",
-        max_new_tokens: int = 40,
-        batch_size: int = 8,
-    ) -> None:
-        self.model_dir = Path(model_dir)
-        if not self.model_dir.is_dir():
-            raise ModelUnavailableError(
-                f"No captioning model at {self.model_dir}; give a folder holding a Hugging Face "
-                "image-captioning model, or leave captions off."
-            )
-        if not (self.model_dir / "config.json").is_file():
-            raise ModelUnavailableError(
-                f"{self.model_dir} has no config.json, so it is not a Hugging Face "
-                "image-captioning model folder."
-            )
-        self.device = device
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = max(1, batch_size)
-        self._id = _folder_id(self.model_dir, max_new_tokens)
-        self._model: Any = None
-        self._processor: Any = None
-        self._tokenizer: Any = None
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        import json
-
-        import torch
-        import transformers
-
-        # transformers' partial annotations fight mypy --strict; the objects are used dynamically.
-        tf: Any = transformers
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
-            model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
-            try:
-                model = tf.AutoModelForImageTextToText.from_pretrained(
-                    self.model_dir, local_files_only=True
-                )
-            except ValueError:
-                # Versions whose image-text-to-text mapping lacks the encoder-decoder wrapper.
-                if model_type != "vision-encoder-decoder":
-                    raise
-                model = tf.VisionEncoderDecoderModel.from_pretrained(
-                    self.model_dir, local_files_only=True
-                )
-            processor = tf.AutoImageProcessor.from_pretrained(self.model_dir, local_files_only=True)
-            tokenizer = tf.AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ModelUnavailableError(
-                f"Cannot load a captioning model from {self.model_dir}: {_first_line(err)}."
-            ) from err
-        model.to(device)
-        model.eval()
-        self.device = device
-        self._model, self._processor, self._tokenizer = model, processor, tokenizer
-
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """One caption of at most :data:`MAX_CAPTION_WORDS` words per image, in order."""
-        import torch
-
-        if not images:
-            return []
-        self._load()
-        out: list[str] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
-            pixels = self._processor(images=batch, return_tensors="pt").pixel_values
-            pixels = pixels.to(self.device, dtype=getattr(self._model, "dtype", None))
-            try:
-                with torch.inference_mode():
-                    tokens = self._model.generate(
-                        pixel_values=pixels, max_new_tokens=self.max_new_tokens, do_sample=False
-                    )
-            except (TypeError, ValueError) as err:
-                raise ModelUnavailableError(
-                    f"The model in {self.model_dir} cannot caption an image without a text "
-                    f"prompt ({_first_line(err)}); use an image-captioning model."
-                ) from err
-            texts = self._tokenizer.batch_decode(tokens, skip_special_tokens=True)
-            out.extend(cap_words(t) for t in texts)
-        return out
-
-
-def _first_line(err: BaseException) -> str:
-    """The first sentence of a library's error, so the user's message stays one sentence."""
-    text = str(err).strip()
-    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(err).__name__
-
-
-def _folder_id(folder: Path, max_new_tokens: int) -> str:
-    """``transformers:<hash>`` of the folder's path, file sizes and times, and the length cap.
-
-    Hashing gigabytes of weights would cost seconds at every start; sizes and modification times
-    change whenever the weights are replaced, which is what the id must notice.
-    """
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(str(folder.resolve()).encode("utf-8"))
-    digest.update(f"\0{max_new_tokens}\0{MAX_CAPTION_WORDS}".encode())
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        stat = path.stat()
-        digest.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return f"transformers:{digest.hexdigest()}"
 
 
 def stored_captions(db: Any, captioner_id: str, content_hashes: Sequence[str]) -> dict[str, str]:

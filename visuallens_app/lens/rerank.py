@@ -6,17 +6,11 @@ candidates tagged ``<I1>..<In>`` with name and description. Candidates are ranke
 probability the model gives each tag as its *first* output token: one forward pass ranks up to
 100 candidates, instead of generating text and parsing it.
 
-Tags are dedicated tokens. When the tokenizer lacks them (any model not fine-tuned the paper's
-way) they are added and the embeddings resized, in memory only; the user's model folder is never
-written. Why not score the first token of each tag's ordinary tokenisation instead: in every
-common tokenizer "<I1>", "<I12>" and "<I100>" all start with "<" (or "<I"), and after that prefix
-the first digit still collides (1, 10-19, 100), so one pass could not tell candidates apart. Each
-new tag row (input embedding and output head) starts as the mean of the rows of its text pieces,
-so an un-fine-tuned model reads "<I12>" roughly as the text "<I12>" rather than as noise. That is
-a starting point, not a trained skill: the paper fine-tunes the tags (LoRA, joint loss), and a
-model saved that way (tags already in its vocabulary) is used as it is.
+Tags are dedicated tokens (:func:`visuallens_app.vlm.tokens.ensure_tokens` explains why and how
+they are added when a model lacks them); the model is the app's one loaded vision-language model
+(:mod:`visuallens_app.vlm`), shared with captions and the inspection panels.
 
-torch and transformers are imported inside functions: this module loads in milliseconds.
+This module imports neither torch nor transformers: the runtime does, when it runs.
 """
 
 from __future__ import annotations
@@ -28,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
-from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.lens.catalog import CatalogItem
 
 if TYPE_CHECKING:
     from visuallens_app.lens.pipeline import LensResult
+    from visuallens_app.vlm.loading import VisionLanguageModel
 
 #: The paper tags at most 100 candidates (its benchmarks have 30-100 per question).
 MAX_CANDIDATES = 100
@@ -115,38 +109,28 @@ def build_prompt(
 
 
 class MLLMReranker:
-    """Ranks candidates with a local vision-language model by first-token tag probabilities.
+    """Ranks candidates with a loaded vision-language model by first-token tag probabilities.
 
-    Load once (seconds to minutes, gigabytes) and reuse; calls are one forward pass each.
-
-    Parameters
-    ----------
-    model_dir
-        A folder saved with ``save_pretrained`` holding a model that ``AutoModelForImageText
-        ToText`` loads (LLaVA, PaliGemma, Idefics, Qwen2-VL, ...) and its processor. Nothing is
-        ever downloaded and no remote code runs.
-    device
-        ``"cpu"``, ``"cuda"``, ``"mps"``; ``"auto"`` picks CUDA when present.
-    dtype
-        ``"auto"`` keeps the checkpoint's dtype on GPU and uses float32 on CPU (where half
-        precision is slow or unsupported).
+    One forward pass per question. The model is loaded once by the caller
+    (:func:`visuallens_app.vlm.load_vlm`) and shared; the tags are added to its vocabulary in
+    memory the first time they are needed.
     """
 
-    def __init__(self, model_dir: Path, *, device: str = "auto", dtype: str = "auto") -> None:
-        self.model_dir = Path(model_dir)
-        self.processor, self.model, self.device = _load(self.model_dir, device, dtype)
-        self.tokenizer: Any = self.processor.tokenizer
+    def __init__(self, vlm: VisionLanguageModel) -> None:
+        self.vlm = vlm
         self._tag_ids: list[int] = []
 
     @property
     def image_side(self) -> int | None:
         """Side in pixels of the square the processor feeds the model, when it has one."""
-        return _processor_side(self.processor.image_processor)
+        return _processor_side(self.vlm.processor.image_processor)
 
     def tag_ids(self, count: int) -> list[int]:
         """Token ids of ``<I1>..<Icount>``, adding the missing ones to the vocabulary first."""
+        from visuallens_app.vlm.tokens import ensure_tokens
+
         if count > len(self._tag_ids):
-            self._tag_ids = _ensure_tags(self.tokenizer, self.model, count)
+            self._tag_ids = ensure_tokens(self.vlm, [candidate_tag(n) for n in range(1, count + 1)])
         return self._tag_ids[:count]
 
     def rerank(
@@ -163,8 +147,10 @@ class MLLMReranker:
         """Rank ``candidates`` for ``question`` given the profile ``grid``, in one forward pass.
 
         Ties (equal probabilities) keep the order given, so a pipeline's ranking breaks them.
+        The probabilities come from the softmax over the whole vocabulary, not over the tags
+        alone: the tags' total mass says how sure the model is that the answer is a candidate.
         """
-        import torch
+        from visuallens_app.vlm.scoring import first_token_probabilities
 
         if not candidates:
             return RerankResult((), ())
@@ -181,35 +167,19 @@ class MLLMReranker:
             profile_aspects=profile_aspects,
             tiles=tiles,
         )
-        inputs = self._inputs(grid, prompt)
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits[0, -1].float()
-        # The full-vocabulary softmax, not one over the tags alone: the tags' total mass says how
-        # sure the model is that the answer is a candidate at all.
-        probs = torch.softmax(logits, dim=-1)[torch.tensor(tag_ids, device=logits.device)]
-        values = [float(p) for p in probs.cpu()]
+        values = first_token_probabilities(self.vlm, self._fitted(grid), prompt, tag_ids)
         order = sorted(range(len(values)), key=lambda i: (-values[i], i))
         return RerankResult(tuple(order), tuple(values))
 
-    def _inputs(self, grid: Image.Image, prompt: str) -> dict[str, Any]:
+    def _fitted(self, grid: Image.Image) -> Image.Image:
+        """The grid at the processor's square size, letterboxed rather than cropped."""
         side = self.image_side
         image = grid.convert("RGB")
         if side is not None and image.size != (side, side):
             # Resize here rather than leave it to the processor, whose centre crop would cut off
             # the outer tiles of a non-square grid; Lanczos keeps the tile numbers readable.
             image = _fit_square(image, side)
-        text = _chat_text(self.processor, prompt)
-        encoded = self.processor(images=[image], text=[text], return_tensors="pt")
-        model_dtype = getattr(self.model, "dtype", None)
-        moved: dict[str, Any] = {}
-        for key, value in encoded.items():
-            if hasattr(value, "to"):
-                is_float = getattr(value, "is_floating_point", lambda: False)()
-                value = (
-                    value.to(self.device, dtype=model_dtype) if is_float else value.to(self.device)
-                )
-            moved[key] = value
-        return moved
+        return image
 
 
 @dataclass(frozen=True, eq=False)
@@ -307,85 +277,6 @@ def rerank_result(
     return replace(result, recommendations=ordered, notes=(*result.notes, note))
 
 
-def _load(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any, str]:
-    if not model_dir.is_dir():
-        raise ModelUnavailableError(
-            f"No vision-language model folder at {model_dir}; re-ranking needs a model saved "
-            "with save_pretrained on this machine."
-        )
-    if not (model_dir / "config.json").is_file():
-        raise ModelUnavailableError(
-            f"{model_dir} has no config.json, so it is not a Hugging Face model folder."
-        )
-    import torch
-    import transformers
-
-    # transformers' partial annotations fight mypy --strict; the objects are used dynamically.
-    auto_processor: Any = transformers.AutoProcessor
-    auto_model: Any = transformers.AutoModelForImageTextToText
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype: Any
-    if dtype == "auto":
-        torch_dtype = torch.float32 if device == "cpu" else "auto"
-    else:
-        torch_dtype = getattr(torch, dtype)
-    try:
-        processor = auto_processor.from_pretrained(model_dir, local_files_only=True)
-        model: Any = auto_model.from_pretrained(model_dir, local_files_only=True, dtype=torch_dtype)
-    except (OSError, ValueError, KeyError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelUnavailableError(
-            f"Could not load a vision-language model from {model_dir}: {first_line}"
-        ) from err
-    if (
-        getattr(processor, "tokenizer", None) is None
-        or getattr(processor, "image_processor", None) is None
-    ):
-        raise ModelUnavailableError(
-            f"{model_dir} has no image+text processor; re-ranking needs a vision-language model."
-        )
-    model.to(device)
-    model.eval()
-    return processor, model, device
-
-
-def _ensure_tags(tokenizer: Any, model: Any, count: int) -> list[int]:
-    """Ids of ``<I1>..<Icount>``; absent tags are added and their rows initialised (module doc)."""
-    import torch
-
-    tags = [candidate_tag(n) for n in range(1, count + 1)]
-    missing = [tag for tag in tags if not _is_single_token(tokenizer, tag)]
-    pieces = {tag: tokenizer.encode(tag, add_special_tokens=False) for tag in missing}
-    if missing:
-        tokenizer.add_tokens(missing, special_tokens=True)
-        embeddings = model.get_input_embeddings()
-        # Vocabularies are often padded past the tokenizer's length; only grow, never shrink.
-        if len(tokenizer) > embeddings.weight.shape[0]:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        inputs = model.get_input_embeddings().weight
-        output = model.get_output_embeddings()
-        outputs = None if output is None else output.weight
-        with torch.no_grad():
-            for tag in missing:
-                tag_id = tokenizer.convert_tokens_to_ids(tag)
-                ids = [i for i in pieces[tag] if 0 <= i < inputs.shape[0]]
-                if not ids:
-                    continue
-                # Later pieces weigh more, so that <I12> and <I21> (same pieces) still differ.
-                weights = torch.arange(1, len(ids) + 1, dtype=inputs.dtype, device=inputs.device)
-                weights = (weights / weights.sum())[:, None]
-                inputs[tag_id] = (inputs[ids] * weights).sum(dim=0)
-                if outputs is not None and outputs.data_ptr() != inputs.data_ptr():
-                    outputs[tag_id] = (outputs[ids] * weights.to(outputs.dtype)).sum(dim=0)
-    return [int(tokenizer.convert_tokens_to_ids(tag)) for tag in tags]
-
-
-def _is_single_token(tokenizer: Any, tag: str) -> bool:
-    ids = tokenizer.encode(tag, add_special_tokens=False)
-    return len(ids) == 1 and ids[0] != tokenizer.unk_token_id
-
-
 def _processor_side(image_processor: Any) -> int | None:
     """The square side the image processor produces, or None when it keeps aspect (dynamic)."""
 
@@ -419,21 +310,6 @@ def _fit_square(image: Image.Image, side: int) -> Image.Image:
     canvas = Image.new("RGB", (side, side), (0, 0, 0))
     canvas.paste(resized, ((side - size[0]) // 2, (side - size[1]) // 2))
     return canvas
-
-
-def _chat_text(processor: Any, prompt: str) -> str:
-    """The prompt in the model's own chat format, ending where the assistant's answer starts."""
-    if getattr(processor, "chat_template", None):
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
-        ]
-        text: str = processor.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        return text
-    # No template (a bare base model): the LLaVA-1.5 convention, image placeholder first.
-    image_token = getattr(processor, "image_token", None) or "<image>"
-    return f"USER: {image_token}\n{prompt}\nASSISTANT:"
 
 
 __all__ = [
