@@ -120,3 +120,14 @@ def free_memory_bytes(device: str) -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):  # macOS, Windows
         return None
+
+
+def release_memory() -> None:
+    """Give freed model memory back: Python's garbage, and CUDA's cached blocks."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")  # never import torch just to free nothing
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

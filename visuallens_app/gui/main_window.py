@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from visuallens_app.gui import tasks
+from visuallens_app.gui.context import AppContext
 from visuallens_app.gui.panels import PANELS, Panel
 from visuallens_app.gui.panels.library import LibraryPanel
 from visuallens_app.gui.session import LibrarySession
@@ -176,36 +178,33 @@ class MainWindow(QMainWindow):
         self.sidebar.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.panel_stack = QStackedWidget()
         self.panels: list[Panel] = []
+        self.context = AppContext(session, session.vlm_host)
         for panel_class in PANELS:
-            panel = panel_class(session)
+            panel = panel_class(self.context)
             self.panels.append(panel)
             self.panel_stack.addWidget(panel)
             icon = self.style().standardIcon(getattr(QStyle.StandardPixmap, panel.icon))
             QListWidgetItem(icon, panel.title, self.sidebar)
         self.sidebar.currentRowChanged.connect(self._switch_panel)
 
-        workspace = QWidget()
-        body = QHBoxLayout()
-        body.setContentsMargins(0, 0, 0, 0)
-        body.setSpacing(0)
-        body.addWidget(self.sidebar)
-        body.addWidget(self.panel_stack, 1)
-        work_layout = QVBoxLayout(workspace)
-        work_layout.setContentsMargins(0, 0, 0, 0)
-        work_layout.setSpacing(0)
-        work_layout.addLayout(body, 1)
-
+        # Without photo folders the welcome view stands in for the panels that need a library;
+        # the others (the inspectors, which work on any image file) stay one click away.
         self.welcome = WelcomeView()
         self.welcome.folder_chosen.connect(self.add_folder)
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
-        self.pages.addWidget(workspace)
+        self.pages.addWidget(self.panel_stack)
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(0)
+        body.addWidget(self.sidebar)
+        body.addWidget(self.pages, 1)
         central = QWidget()
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(0, 0, 0, 0)
         central_layout.setSpacing(0)
         central_layout.addWidget(self.banner)
-        central_layout.addWidget(self.pages, 1)
+        central_layout.addLayout(body, 1)
         central_layout.addWidget(self.indexing_bar)
         self.setCentralWidget(central)
 
@@ -213,6 +212,10 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.failures_dock)
         self.failures_dock.hide()
 
+        self.vlm_label = QLabel()
+        self.vlm_label.setObjectName("VlmStatus")
+        session.vlm_host.status_changed.connect(self._on_vlm_status)
+        self._on_vlm_status(session.vlm_host.status())
         self.encoder_label = QLabel("Loading the model…")
         self.encoder_label.setObjectName("EncoderStatus")
         self.counts_label = QLabel()
@@ -223,12 +226,13 @@ class MainWindow(QMainWindow):
         self.failures_button.hide()
         self.statusBar().addPermanentWidget(self.counts_label)
         self.statusBar().addPermanentWidget(self.failures_button)
+        self.statusBar().addPermanentWidget(self.vlm_label)
         self.statusBar().addPermanentWidget(self.encoder_label)
 
         self._build_menus()
         self._connect_session()
         self.sidebar.setCurrentRow(0)
-        self.pages.setCurrentIndex(1 if session.folders else 0)
+        self._update_page()
         self._restore_geometry()
 
     # -- construction --------------------------------------------------------------------------
@@ -243,10 +247,16 @@ class MainWindow(QMainWindow):
         settings.triggered.connect(self.open_settings)
         reindex = QAction("&Re-index all folders", self)
         reindex.triggered.connect(lambda: self.session.index(None))
+        self.caption_action = QAction("&Caption photos with the VLM", self)
+        self.caption_action.setToolTip(
+            "Write a short caption of every photo with the vision-language model, once; "
+            "explanations and the re-ranker use them"
+        )
+        self.caption_action.triggered.connect(self.caption_photos)
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
-        file_menu.addActions([add, reindex, settings])
+        file_menu.addActions([add, reindex, self.caption_action, settings])
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
 
@@ -290,7 +300,7 @@ class MainWindow(QMainWindow):
         s.indexing_paused.connect(self.indexing_bar.set_paused)
         s.indexing_finished.connect(self._on_indexing_finished)
         s.summary_changed.connect(self._on_summary)
-        s.folders_changed.connect(lambda folders: self.pages.setCurrentIndex(1 if folders else 0))
+        s.folders_changed.connect(lambda _folders: self._update_page())
 
     # -- panels --------------------------------------------------------------------------------
     @property
@@ -308,10 +318,18 @@ class MainWindow(QMainWindow):
     def _switch_panel(self, row: int) -> None:
         if 0 <= row < len(self.panels):
             self.panel_stack.setCurrentIndex(row)
+            self._update_page()
             self.panels[row].activated()
 
+    def _update_page(self) -> None:
+        """The current panel, or the welcome view when it needs a library and there is none."""
+        row = self.sidebar.currentRow()
+        panel = self.panels[row] if 0 <= row < len(self.panels) else None
+        needs = panel is None or panel.needs_library
+        self.pages.setCurrentIndex(0 if needs and not self.session.folders else 1)
+
     def focus_search(self) -> None:
-        if self.pages.currentIndex() == 0:
+        if not self.session.folders:
             return
         self.show_panel(LibraryPanel)
         self.library_panel.focus_search()
@@ -325,8 +343,8 @@ class MainWindow(QMainWindow):
     def add_folder(self, folder: Path) -> None:
         if self.session.add_folder(folder):
             self.banner.hide()
-            self.pages.setCurrentIndex(1)
             self.show_panel(LibraryPanel)
+            self._update_page()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if dropped_folder(event) is not None:
@@ -337,6 +355,39 @@ class MainWindow(QMainWindow):
         if folder is not None:
             event.acceptProposedAction()
             self.add_folder(folder)
+
+    def caption_photos(self) -> None:
+        """Caption the library on the model's lane; progress in the status bar, cancel by
+        choosing the action again."""
+        running = self.session.runner.current("caption")
+        if running is not None:
+            running.cancel()
+            return
+        if not self.session.vlm_host.configured("captions"):
+            self.show_error(
+                "Captions need a vision-language model: choose one in Settings.",
+                "Settings…",
+                self.open_settings,
+            )
+            return
+        directory = self.session.library_dir
+        job = self.session.vlm_host.run(
+            "caption",
+            "captions",
+            lambda vlm, ctx: tasks.caption_library(vlm, directory, ctx.cancel),
+        )
+        self.caption_action.setText("Stop &captioning")
+        job.progress_changed.connect(
+            lambda p: self.statusBar().showMessage(
+                f"Captioning photos: {p.done:,} of {p.total:,} {p.unit}", 4000
+            )
+        )
+        job.succeeded.connect(
+            lambda n: self.statusBar().showMessage(f"Captioned {n:,} photo(s).", 8000)
+        )
+        job.failed.connect(self.show_error)
+        job.cancelled.connect(lambda: self.statusBar().showMessage("Captioning stopped.", 6000))
+        job.finished.connect(lambda: self.caption_action.setText("&Caption photos with the VLM"))
 
     def open_settings(self) -> None:
         from visuallens_app.gui.panels.settings import open_settings
@@ -356,6 +407,10 @@ class MainWindow(QMainWindow):
     def _banner_action(self) -> None:
         if self._banner_action_slot is not None:
             self._banner_action_slot()
+
+    def _on_vlm_status(self, text: str) -> None:
+        self.vlm_label.setText(text if len(text) <= 60 else text[:57] + "…")
+        self.vlm_label.setToolTip(text)
 
     def _on_encoder_ready(self, reason: str) -> None:
         name = (

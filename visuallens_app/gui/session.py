@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from visuallens_app.gui import tasks
 from visuallens_app.gui.thumbnails import ThumbnailLoader
+from visuallens_app.gui.vlm_host import VlmHost
 from visuallens_app.gui.workers import Job, JobRunner
 from visuallens_app.jobs import Progress
 from visuallens_app.settings import Settings
@@ -69,6 +70,8 @@ class LibrarySession(QObject):
         self.queries = tasks.QueryCache()
         self.runner.add_lane(QUERY_LANE, on_shutdown=self.queries.close)
         self.thumbnails = ThumbnailLoader(self)
+        # The one vision-language model, shared by captions, re-ranking and the inspectors.
+        self.vlm_host = VlmHost(self.runner, self.settings, self)
         self.encoder: tasks.SerialEncoder | None = None
         self.encoder_reason = ""
         self.encoder_error = ""
@@ -133,6 +136,7 @@ class LibrarySession(QObject):
             self.error_raised.emit(
                 f"Cannot save the settings ({err.strerror or err}); check the disk and try again."
             )
+        self.vlm_host.settings_changed()
 
     # -- encoder ------------------------------------------------------------------------------
     def load_encoder(self) -> None:

@@ -145,6 +145,27 @@ def download_clip(ctx: Any) -> Generator[Progress, None, Path]:
     yield  # pragma: no cover - makes this a generator, so the runner treats it as a long job
 
 
+def download_vlm(ctx: Any, name: str) -> Generator[Progress, None, Path]:
+    """Fetch a vision-language model into the Hugging Face cache, with byte progress."""
+    from visuallens_app.vlm.loading import download_vlm as fetch
+
+    def progress(done: int, total: int | None) -> None:
+        if ctx.cancel.cancelled:
+            raise Cancelled
+        ctx.report(Progress(done, total or 0, f"Downloading {name}", stage="download", unit="B"))
+
+    path = fetch(name, progress)
+    return path
+    yield  # pragma: no cover - makes this a generator, so the runner treats it as a long job
+
+
+def local_vlms() -> list[str]:
+    """Names of the vision-language models in the Hugging Face cache (for a pick list)."""
+    from visuallens_app.vlm.loading import list_local_vlms
+
+    return [model.name for model in list_local_vlms()]
+
+
 # -- library --------------------------------------------------------------------------------
 
 
@@ -401,6 +422,11 @@ class RecommendationView:
     profile_aspects: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     retrieved: int = 0
+    # What the re-ranker needs: the lens's result and the history it indexes into.
+    result: Any = None
+    paths: tuple[Path, ...] = ()
+    content_hashes: tuple[str, ...] = ()
+    reranked: bool = False
 
 
 def _lens_config(retrieval_size: int) -> Any:
@@ -504,7 +530,62 @@ def recommend(  # noqa: PLR0917
         profile_aspects=[(str(t), float(w)) for t, w in getattr(result, "profile_aspects", ())],
         notes=[str(n) for n in getattr(result, "notes", ())],
         retrieved=len(retrieved_ids),
+        result=result,
+        paths=tuple(history.paths),
+        content_hashes=tuple(history.content_hashes),
     )
+
+
+def rerank_view(
+    vlm: Any, library_dir: Path, view: RecommendationView, cancel: CancelToken
+) -> RecommendationView:
+    """``view``'s cards in the vision-language model's order (the paper's re-ranker).
+
+    The model sees the profile grid, the aspects and the captions it already wrote for the
+    retrieved photos (``Caption photos`` in the File menu stores them); it runs on the model's
+    lane, so the store is opened here rather than borrowed from the query lane.
+    """
+    from dataclasses import replace
+
+    from visuallens_app.lens.aspects import stored_captions
+    from visuallens_app.lens.rerank import MLLMReranker, rerank_result
+    from visuallens_app.vlm.captions import VlmCaptioner
+
+    result = view.result
+    if result is None or not view.cards:
+        return view
+    retrieved = [int(i) for i in result.retrieved]
+    hashes = [view.content_hashes[i] for i in retrieved]
+    with open_store(library_dir) as store:
+        by_hash = stored_captions(store.db, VlmCaptioner(vlm).id, hashes)
+    captions = tuple(
+        (i, by_hash[h]) for i, h in zip(retrieved, hashes, strict=True) if h in by_hash
+    )
+    cancel.check()
+    ranked = rerank_result(
+        MLLMReranker(vlm),
+        replace(result, captions=captions),
+        list(view.paths),
+        f"recommend a {view.category}",
+    )
+    # The cards were built from result.recommendations in order; the re-ranker returns the
+    # same recommendation objects, reordered.
+    card_of = {id(rec): card for rec, card in zip(result.recommendations, view.cards, strict=False)}
+    cards = [
+        replace(card_of[id(rec)], rank=rank)
+        for rank, rec in enumerate(ranked.recommendations, start=1)
+        if id(rec) in card_of
+    ]
+    return replace(view, cards=cards, notes=[*view.notes, ranked.notes[-1]], reranked=True)
+
+
+def caption_library(vlm: Any, library_dir: Path, cancel: CancelToken) -> Any:
+    """The long job that captions every photo without a caption from this model yet."""
+    from visuallens_app.lens.aspects import caption_photos
+    from visuallens_app.vlm.captions import VlmCaptioner
+
+    with open_store(library_dir) as store:
+        return (yield from caption_photos(store, VlmCaptioner(vlm), cancel=cancel))
 
 
 def _first(obj: Any, *names: str) -> Any:

@@ -3,7 +3,8 @@
 A task is a plain callable ``task(ctx) -> result`` where ``ctx`` is a :class:`JobContext` (its
 CancelToken and a ``report(progress)`` callable). When the task returns a generator (every long
 core job is one), the runner drives it, forwarding each yielded Progress as a signal throttled to
-about ten per second, and takes the generator's return value as the result.
+about ten per second and each :class:`~visuallens_app.jobs.Partial` result as it comes, and takes
+the generator's return value as the result.
 
 Keyed jobs: starting a job under a key that is still running cancels the older one, whose late
 result is dropped; that is how a new search supersedes the previous one. A *lane* is one
@@ -26,7 +27,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from visuallens_app.errors import Cancelled, VisualLensError, user_message
-from visuallens_app.jobs import CancelToken, Progress
+from visuallens_app.jobs import CancelToken, Partial, Progress
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,14 @@ class Job(QObject):
     """
 
     progress_changed = Signal(object)  # Progress
+    partial_result = Signal(object)  # a jobs.Partial: a streamed token, a finished cell...
     succeeded = Signal(object)  # the task's result
     failed = Signal(str)  # one sentence for the user
     cancelled = Signal()
     finished = Signal()  # always last, whatever the outcome
 
     _progressed = Signal(object)
+    _partial = Signal(object)
     _ended = Signal(str, object)
 
     def __init__(
@@ -121,6 +124,7 @@ class Job(QObject):
         self.outcome = ""
         self._last_emit = 0.0
         self._progressed.connect(self._relay_progress)
+        self._partial.connect(self._relay_partial)
         self._ended.connect(self._relay_end)
 
     # -- controls (UI thread) --------------------------------------------------------------
@@ -140,6 +144,10 @@ class Job(QObject):
     def _relay_progress(self, progress: Progress) -> None:
         if not self.done:
             self.progress_changed.emit(progress)
+
+    def _relay_partial(self, partial: Partial) -> None:
+        if not self.done and not self.token.cancelled:
+            self.partial_result.emit(partial)
 
     def _relay_end(self, outcome: str, value: Any) -> None:
         self.outcome = outcome
@@ -187,14 +195,19 @@ class Job(QObject):
             return "cancelled", None
         return "succeeded", result
 
-    def _drive(self, gen: Generator[Progress, None, Any]) -> Any:
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(progress, Progress):
-                self._report(progress)
+    def _drive(self, gen: Generator[Progress | Partial, None, Any]) -> Any:
+        try:
+            while True:
+                try:
+                    update = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                if isinstance(update, Progress):
+                    self._report(update)
+                elif isinstance(update, Partial):
+                    self._partial.emit(update)  # every one: the job decides how many it yields
+        finally:
+            gen.close()  # a job cut short still runs its clean-up (hooks removed, threads joined)
 
 
 class _Runnable(QRunnable):

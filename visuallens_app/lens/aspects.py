@@ -447,7 +447,7 @@ def caption_photos(
             first_path.setdefault(record.content_hash, record.path)
     done = stored_captions(store.db, captioner.id, list(first_path))
     todo = [h for h in first_path if h not in done]
-    meter = ProgressMeter(len(todo), "caption")
+    meter = ProgressMeter(len(todo), "caption", unit="captions")
     yield meter.progress(f"Captioning {len(todo)} photo(s)")
     captioned = 0
     step = max(1, batch_size)

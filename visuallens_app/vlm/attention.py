@@ -175,7 +175,7 @@ class AttentionMaps:
             left, top, right, bottom = view.box
             x0, x1 = round(left * width), max(round(left * width) + 1, round(right * width))
             y0, y1 = round(top * height), max(round(top * height) + 1, round(bottom * height))
-            painted = Image.fromarray(cells.astype(np.float32), mode="F").resize(
+            painted = Image.fromarray(cells.astype(np.float32)).resize(
                 (x1 - x0, y1 - y0), Image.Resampling.BILINEAR
             )
             canvas[y0:y1, x0:x1] += np.asarray(painted, dtype=np.float32)[: y1 - y0, : x1 - x0]

@@ -22,10 +22,11 @@ from PySide6.QtWidgets import (
 )
 
 from visuallens_app.gui import tasks
+from visuallens_app.gui.context import AppContext
 from visuallens_app.gui.models import PhotoGridModel
 from visuallens_app.gui.panels.base import Panel
 from visuallens_app.gui.photo_view import PhotoDetailView, open_externally
-from visuallens_app.gui.session import QUERY_LANE, LibrarySession
+from visuallens_app.gui.session import QUERY_LANE
 from visuallens_app.gui.tasks import BrowseQuery, PhotoItem
 from visuallens_app.gui.widgets import ThumbnailDelegate
 
@@ -82,8 +83,9 @@ class LibraryPanel(Panel):
 
     photo_opened = Signal(object)  # PhotoItem shown in the detail view
 
-    def __init__(self, session: LibrarySession, parent: QWidget | None = None) -> None:
-        super().__init__(session, parent)
+    def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(context, parent)
+        session = context.session
         self.model = PhotoGridModel(session.runner, session.thumbnails, self)
         self._zoom = 2
 

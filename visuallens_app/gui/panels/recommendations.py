@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFrame,
@@ -25,19 +25,13 @@ from PySide6.QtWidgets import (
 )
 
 from visuallens_app.gui import tasks
+from visuallens_app.gui.context import AppContext
+from visuallens_app.gui.images import pil_to_qimage
 from visuallens_app.gui.panels.base import Panel
-from visuallens_app.gui.session import QUERY_LANE, LibrarySession
+from visuallens_app.gui.session import QUERY_LANE
 from visuallens_app.gui.tasks import CatalogInfo, RecommendationCard, RecommendationView
 
 EVIDENCE_SIDE = 72
-
-
-def pil_to_qimage(image: Any) -> QImage:
-    """A PIL RGB image as a QImage that owns its pixels."""
-    rgb = image.convert("RGB")
-    data = rgb.tobytes("raw", "RGB")
-    qimage = QImage(data, rgb.width, rgb.height, rgb.width * 3, QImage.Format.Format_RGB888)
-    return qimage.copy()
 
 
 def chips(words: list[tuple[str, float]], limit: int = 8) -> str:
@@ -128,8 +122,9 @@ class RecommendationsPanel(Panel):
 
     recommendations_shown = Signal(object)  # RecommendationView
 
-    def __init__(self, session: LibrarySession, parent: QWidget | None = None) -> None:
-        super().__init__(session, parent)
+    def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(context, parent)
+        session = context.session
         self.catalog_info: CatalogInfo | None = None
         self.view: RecommendationView | None = None
         self.cards: list[RecommendationCardView] = []
@@ -153,6 +148,15 @@ class RecommendationsPanel(Panel):
         top.addWidget(QLabel("Recommend"))
         top.addWidget(self.category)
         top.addWidget(self.top_k)
+        self.rerank = QCheckBox("Re-rank with the VLM")
+        self.rerank.setObjectName("RerankToggle")
+        self.rerank.setToolTip(
+            "Let the vision-language model (File → Settings) re-order the picks from the grid "
+            "of your photos, as the VisualLens paper does; slow on a CPU."
+        )
+        self.rerank.setChecked(self.vlm.configured("rerank"))
+        self.rerank.toggled.connect(lambda _on: self.run())
+        top.addWidget(self.rerank)
         top.addSpacing(16)
         top.addWidget(self.catalog_label, 1)
         top.addWidget(self.default_button)
@@ -325,6 +329,21 @@ class RecommendationsPanel(Panel):
             lane=QUERY_LANE,
         )
         job.succeeded.connect(self._show)
+        job.succeeded.connect(self._maybe_rerank)
+        job.failed.connect(self._failed)
+
+    def _maybe_rerank(self, view: RecommendationView) -> None:
+        """Second pass, on the model's lane: the VLM re-orders the cards already shown."""
+        if not (self.rerank.isChecked() and self.vlm.configured("rerank") and view.cards):
+            return
+        directory = self.session.library_dir
+        self.status.setText(self.status.text() + " Re-ranking with the vision-language model…")
+        job = self.vlm.run(
+            "rerank",
+            "rerank",
+            lambda vlm, ctx: tasks.rerank_view(vlm, directory, view, ctx.cancel),
+        )
+        job.succeeded.connect(lambda ranked: self._show(ranked) if self.view is view else None)
         job.failed.connect(self._failed)
 
     def _failed(self, message: str) -> None:

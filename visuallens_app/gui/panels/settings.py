@@ -1,4 +1,5 @@
-"""The Settings dialog: photo folders, library location, encoder, CLIP weights, device, w."""
+"""The Settings dialog: photo folders, library location, encoder, CLIP weights, device, w, and
+the vision-language model shared by captions, re-ranking and the inspection panels."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from visuallens_app.gui.session import LibrarySession
 from visuallens_app.gui.workers import Job
 from visuallens_app.jobs import Progress
 from visuallens_app.settings import default_library_dir
+from visuallens_app.vlm.loading import DEFAULT_VLM
 
 ENCODERS = [
     ("auto", "Automatic: CLIP when its weights are here, else the embedded encoder"),
@@ -110,6 +112,39 @@ class SettingsDialog(QDialog):
         form.addRow("", self.download_status)
         form.addRow("Device:", self.device)
         form.addRow("Photos per category (w):", self.retrieval)
+        vlm_box = QGroupBox("Vision-language model")
+        self.vlm = QComboBox()
+        self.vlm.setObjectName("VlmChoice")
+        self.vlm.setEditable(True)
+        self.vlm.addItem("")  # none
+        for name in tasks.local_vlms():
+            self.vlm.addItem(name)
+        self.vlm.setCurrentText(settings.vlm)
+        line = self.vlm.lineEdit()
+        if line is not None:
+            line.setPlaceholderText(f"None, or a model folder, or a Hub name such as {DEFAULT_VLM}")
+        vlm_browse = QPushButton("Choose folder…")
+        vlm_browse.clicked.connect(self._choose_vlm)
+        vlm_row = QHBoxLayout()
+        vlm_row.addWidget(self.vlm, 1)
+        vlm_row.addWidget(vlm_browse)
+        self.vlm_download = QPushButton(f"Download {DEFAULT_VLM.split('/')[-1]}")
+        self.vlm_download.setToolTip(
+            f"Fetch {DEFAULT_VLM} (about 0.5 GB; runs on a laptop CPU) from the Hugging Face Hub"
+        )
+        self.vlm_download.clicked.connect(self.download_vlm)
+        self.vlm_status = QLabel(session.vlm_host.status())
+        self.vlm_status.setObjectName("VlmStatusText")
+        self.vlm_status.setWordWrap(True)
+        vlm_form = QFormLayout(vlm_box)
+        vlm_form.addRow("Model:", vlm_row)
+        vlm_form.addRow("", self.vlm_download)
+        vlm_form.addRow(
+            "",
+            QLabel("Used for captions, re-ranking, hallucination checks and steering."),
+        )
+        vlm_form.addRow("", self.vlm_status)
+
         library_box = QGroupBox("Library")
         library_form = QFormLayout(library_box)
         library_form.addRow("Location:", library_row)
@@ -124,8 +159,10 @@ class SettingsDialog(QDialog):
         layout.addWidget(folders_box)
         layout.addWidget(library_box)
         layout.addWidget(model_box)
+        layout.addWidget(vlm_box)
         layout.addWidget(box)
         self._download_job: Job | None = None
+        self._vlm_job: Job | None = None
 
     def _reason_text(self) -> str:
         if self.session.encoder_reason:
@@ -192,9 +229,46 @@ class SettingsDialog(QDialog):
         self.download_bar.hide()
         self.download_status.setText(message)
 
+    # -- vision-language model -----------------------------------------------------------------
+    def _choose_vlm(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A vision-language model folder")
+        if folder:
+            self.vlm.setCurrentText(folder)
+
+    def download_vlm(self) -> None:
+        self.vlm_download.setEnabled(False)
+        self.vlm_status.setText(f"Downloading {DEFAULT_VLM}…")
+        job = self.session.runner.start(
+            "download-vlm", lambda ctx: tasks.download_vlm(ctx, DEFAULT_VLM)
+        )
+        job.progress_changed.connect(self._vlm_progress)
+        job.succeeded.connect(self._vlm_downloaded)
+        job.failed.connect(self._vlm_failed)
+        job.cancelled.connect(lambda: self._vlm_failed("Download cancelled."))
+        self._vlm_job = job
+
+    def _vlm_progress(self, progress: Progress) -> None:
+        if progress.total > 0:
+            self.vlm_status.setText(
+                f"Downloading {DEFAULT_VLM}: {progress.done / 1e6:.0f} of "
+                f"{progress.total / 1e6:.0f} MB"
+            )
+
+    def _vlm_downloaded(self, _path: Path) -> None:
+        self.vlm_download.setEnabled(True)
+        if self.vlm.findText(DEFAULT_VLM) < 0:
+            self.vlm.addItem(DEFAULT_VLM)
+        self.vlm.setCurrentText(DEFAULT_VLM)
+        self.vlm_status.setText(f"{DEFAULT_VLM} is on this machine; press OK to use it.")
+
+    def _vlm_failed(self, message: str) -> None:
+        self.vlm_download.setEnabled(True)
+        self.vlm_status.setText(message)
+
     def reject(self) -> None:
-        if self._download_job is not None:
-            self._download_job.cancel()
+        for job in (self._download_job, self._vlm_job):
+            if job is not None:
+                job.cancel()
         super().reject()
 
     # -- apply ---------------------------------------------------------------------------------
@@ -212,6 +286,7 @@ class SettingsDialog(QDialog):
         settings.encoder = self.encoder.currentData()
         settings.device = self.device.currentText()
         settings.retrieval_size = self.retrieval.value()
+        settings.vlm = self.vlm.currentText().strip()
         session.save_settings()
         session.move_library(new_library)
         for folder in old_folders:
@@ -222,8 +297,9 @@ class SettingsDialog(QDialog):
                 session.add_folder(Path(folder))
         if model_changed:
             session.load_encoder()
-        if self._download_job is not None:
-            self._download_job.cancel()
+        for job in (self._download_job, self._vlm_job):
+            if job is not None:
+                job.cancel()
         super().accept()
 
 
