@@ -7,6 +7,7 @@ Environment overrides, for scripts and tests: ``VISUALLENS_LIBRARY`` (library di
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from visuallens_app.errors import SettingsError
 
 APP_NAME = "VisualLens"
 SCHEMA_VERSION = 1
@@ -88,13 +91,40 @@ class Settings:
             return cls()
 
     def save(self, path: Path | None = None) -> None:
-        """Write atomically, so a crash never leaves a half-written settings file."""
+        """Write atomically (a crash never leaves half a file).
+
+        Raises SettingsError, with the sentence to show, when the file cannot be written.
+        """
         path = path or config_dir() / "settings.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(asdict(self), indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        tmp: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise SettingsError(_cannot_save(path, err)) from err
+
+
+def _cannot_save(path: Path, err: OSError) -> str:
+    folder = path.parent
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"The settings cannot be saved: the folder {folder} is not writable (permission "
+            "denied); check its permissions or set VISUALLENS_CONFIG_DIR to a folder you own."
+        )
+    if err.errno == errno.EROFS:
+        return (
+            f"The settings cannot be saved: {folder} is on a read-only disk; set "
+            "VISUALLENS_CONFIG_DIR to a folder you can write to."
+        )
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"The settings cannot be saved: the disk holding {folder} is full."
+    return f"The settings cannot be saved to {path} ({err.strerror or err})."

@@ -102,3 +102,23 @@ def test_the_app_module_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_settings_file_that_cannot_be_saved_is_one_sentence_in_the_banner(
+    qtbot, make_window, monkeypatch, tmp_path: Path
+) -> None:
+    from visuallens_app.errors import SettingsError
+
+    sentence = "The settings cannot be saved: the folder /cfg is not writable (permission denied)."
+
+    def read_only(_self, _path=None):
+        raise SettingsError(sentence)
+
+    window = make_window([])
+    monkeypatch.setattr(Settings, "save", read_only)
+    folder = tmp_path / "more-photos"
+    folder.mkdir()
+    window.session.add_folder(folder)
+    qtbot.waitUntil(window.banner.isVisible, timeout=5000)
+    assert window.banner.text == sentence
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
