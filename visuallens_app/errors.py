@@ -23,6 +23,10 @@ class NotEnoughHistoryError(VisualLensError):
     """Too few indexed photos to do what was asked."""
 
 
+class SettingsError(VisualLensError):
+    """The settings file cannot be written (read-only or full disk, no permission)."""
+
+
 class Cancelled(Exception):  # noqa: N818 - it is an outcome, not a failure
     """Raised inside a long job when its CancelToken was cancelled."""
 

@@ -52,7 +52,7 @@ def test_clip_download_failure_is_one_sentence(qtbot, make_window, monkeypatch) 
 
 
 def test_window_geometry_is_restored(qtbot, make_window) -> None:
-    from visuallens_app.gui.main_window import MainWindow
+    from visuallens_app.gui.main_window import GEOMETRY_KEY, MainWindow, window_state
     from visuallens_app.gui.session import LibrarySession
 
     window = make_window([])
@@ -60,7 +60,8 @@ def test_window_geometry_is_restored(qtbot, make_window) -> None:
     window.move(40, 30)
     qtbot.waitUntil(lambda: window.height() == 560, timeout=5000)
     window.close()
-    assert Settings.load().window_geometry
+    assert window_state().value(GEOMETRY_KEY)  # GUI state lives in QSettings...
+    assert not hasattr(Settings.load(), "window_geometry")  # ...not in the core settings
     session = LibrarySession(Settings.load(), watch=False)  # as the next start of the app
     again = MainWindow(session)
     qtbot.addWidget(again)
@@ -102,3 +103,58 @@ def test_the_app_module_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_window_geometry_from_a_version_1_file_moves_into_qsettings(
+    qtbot, make_window, library_dir: Path
+) -> None:
+    import json
+
+    from PySide6.QtCore import QByteArray
+
+    from visuallens_app.gui.main_window import GEOMETRY_KEY, MainWindow, window_state
+    from visuallens_app.gui.session import LibrarySession
+    from visuallens_app.settings import config_dir
+
+    window = make_window([])
+    window.resize(900, 560)
+    qtbot.waitUntil(lambda: window.height() == 560, timeout=5000)
+    old_geometry = bytes(window.saveGeometry().toBase64().data()).decode("ascii")
+    window.close()
+    window_state().clear()  # as before the upgrade: QSettings knew nothing yet
+    window_state().sync()
+    path = config_dir() / "settings.json"
+    v1 = json.loads(path.read_text(encoding="utf-8"))
+    del v1["schema_version"]
+    v1["window_geometry"] = old_geometry
+    path.write_text(json.dumps(v1), encoding="utf-8")
+
+    session = LibrarySession(Settings.load(), watch=False)  # the upgraded app starts
+    again = MainWindow(session)
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitExposed(again)
+    assert again.height() == 560
+    assert window_state().value(GEOMETRY_KEY) == QByteArray.fromBase64(old_geometry.encode())
+    again.close()
+    assert session.shutdown()
+
+
+def test_a_settings_file_that_cannot_be_saved_is_one_sentence_in_the_banner(
+    qtbot, make_window, monkeypatch, tmp_path: Path
+) -> None:
+    from visuallens_app.errors import SettingsError
+
+    sentence = "The settings cannot be saved: the folder /cfg is not writable (permission denied)."
+
+    def read_only(_self, _path=None):
+        raise SettingsError(sentence)
+
+    window = make_window([])
+    monkeypatch.setattr(Settings, "save", read_only)
+    folder = tmp_path / "more-photos"
+    folder.mkdir()
+    window.session.add_folder(folder)
+    qtbot.waitUntil(window.banner.isVisible, timeout=5000)
+    assert window.banner.text == sentence
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)

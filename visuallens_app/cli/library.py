@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from visuallens_app.errors import SettingsError
     from visuallens_app.library.indexer import index_folders
     from visuallens_app.library.search import PhotoSearch
     from visuallens_app.settings import Settings
@@ -77,7 +79,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     new_roots = [r for r in roots if r not in settings.photo_folders]
     if new_roots and not args.library:
         settings.photo_folders.extend(new_roots)
-        settings.save()
+        try:
+            settings.save()
+        except SettingsError as err:  # the photos are indexed; only remembering the folder failed
+            print(f"visuallens: {err}", file=sys.stderr)
 
     def text() -> str:
         lines = [

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -36,8 +37,22 @@ from visuallens_app.gui.panels.library import LibraryPanel
 from visuallens_app.gui.session import LibrarySession
 from visuallens_app.gui.tasks import LibrarySummary
 from visuallens_app.gui.widgets import Banner, IndexingBar
+from visuallens_app.settings import config_dir
 
 log = logging.getLogger(__name__)
+
+GEOMETRY_KEY = "window/geometry"
+
+
+def window_state() -> QSettings:
+    """Where the GUI keeps its own state (window geometry): QSettings "VisualLens"/"VisualLens".
+
+    With ``VISUALLENS_CONFIG_DIR`` set (scripts, tests) it is an INI file in that folder instead,
+    so that a test never touches the developer's real window state.
+    """
+    if os.environ.get("VISUALLENS_CONFIG_DIR"):
+        return QSettings(str(config_dir() / "VisualLens.ini"), QSettings.Format.IniFormat)
+    return QSettings("VisualLens", "VisualLens")
 
 
 def dropped_folder(event: QDragEnterEvent | QDropEvent) -> Path | None:
@@ -461,15 +476,19 @@ class MainWindow(QMainWindow):
 
     # -- geometry and closing --------------------------------------------------------------------
     def _restore_geometry(self) -> None:
-        saved = self.session.settings.window_geometry
-        if saved:
-            self.restoreGeometry(QByteArray.fromBase64(saved.encode("ascii")))
+        state = window_state()
+        saved = state.value(GEOMETRY_KEY)
+        legacy = self.session.settings.legacy_window_geometry
+        if saved is None and legacy:
+            # A version 1 settings file kept the geometry; it moves into QSettings once.
+            saved = QByteArray.fromBase64(legacy.encode("ascii", "ignore"))
+            state.setValue(GEOMETRY_KEY, saved)
+        if isinstance(saved, QByteArray) and not saved.isEmpty():
+            self.restoreGeometry(saved)
 
     def save_geometry(self) -> None:
-        self.session.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode(
-            "ascii"
-        )
-        self.session.save_settings()
+        """Window state is the GUI's own (QSettings), never the core settings file."""
+        window_state().setValue(GEOMETRY_KEY, self.saveGeometry())
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_geometry()

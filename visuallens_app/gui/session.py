@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from visuallens_app.errors import SettingsError
 from visuallens_app.gui import tasks
 from visuallens_app.gui.thumbnails import ThumbnailLoader
 from visuallens_app.gui.vlm_host import VlmHost
@@ -132,10 +133,8 @@ class LibrarySession(QObject):
     def save_settings(self) -> None:
         try:
             self.settings.save()
-        except OSError as err:
-            self.error_raised.emit(
-                f"Cannot save the settings ({err.strerror or err}); check the disk and try again."
-            )
+        except SettingsError as err:
+            self.error_raised.emit(str(err))
         self.vlm_host.settings_changed()
 
     # -- encoder ------------------------------------------------------------------------------
