@@ -9,10 +9,12 @@ from __future__ import annotations
 from visuallens_app.gui.panels.base import Panel
 from visuallens_app.gui.panels.library import LibraryPanel
 from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+from visuallens_app.gui.panels.steering import SteeringPanel
 
 PANELS: list[type[Panel]] = [
     LibraryPanel,
     RecommendationsPanel,
+    SteeringPanel,
 ]
 
 __all__ = ["PANELS", "Panel"]
