@@ -255,7 +255,7 @@ def test_cancel_and_resume_end_where_an_uninterrupted_run_ends(
     from safetensors.torch import load_file
 
     folder = tiny_vlm_dirs["llava"]
-    config = TrainingConfig(epochs=3, batch_size=4, lr=2e-2, lora=LoraSettings(4, 8, 0.1))
+    config = TrainingConfig(epochs=2, batch_size=4, lr=2e-2, lora=LoraSettings(4, 8, 0.1))
     cancel = CancelToken()
     out = tmp_path / "out"
     with pytest.raises(Cancelled):
@@ -273,8 +273,8 @@ def test_cancel_and_resume_end_where_an_uninterrupted_run_ends(
         train_reward_model(load_vlm(folder, device="cpu"), labelled, out, config)
     )
     assert resumed.resumed_from == 3
-    assert resumed.steps == 6
-    assert [p.epoch for p in partials if isinstance(p, EpochFinished)] == [2, 3]
+    assert resumed.steps == 4
+    assert [p.epoch for p in partials if isinstance(p, EpochFinished)] == [2]
     straight, _ = run(
         train_reward_model(load_vlm(folder, device="cpu"), labelled, tmp_path / "straight", config)
     )
@@ -283,7 +283,7 @@ def test_cancel_and_resume_end_where_an_uninterrupted_run_ends(
     b = load_file(str(tmp_path / "straight" / "head.safetensors"))
     assert all(float((a[k] - b[k]).abs().max()) < 1e-5 for k in a)
     # Another run's checkpoint is refused, not silently mixed in.
-    other = TrainingConfig(epochs=3, batch_size=2, lr=2e-2, lora=LoraSettings(4, 8, 0.1))
+    other = TrainingConfig(epochs=2, batch_size=2, lr=2e-2, lora=LoraSettings(4, 8, 0.1))
     with pytest.raises(TrainingDataError, match="other settings"):
         run(train_reward_model(load_vlm(folder, device="cpu"), labelled, out, other))
 

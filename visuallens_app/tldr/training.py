@@ -310,6 +310,7 @@ def train_reward_model(
     meter.done = done
     yield meter.progress("resuming" if done else "starting")
     reward.train(True)
+    stepping = False
     try:
         for step in range(resumed_from, total):
             cancel.check()
@@ -320,6 +321,7 @@ def train_reward_model(
                 for i in order[index * config.batch_size : (index + 1) * config.batch_size]
             ]
             parts = batch_loss(reward, chosen, [open_image(e) for e in chosen], naive=config.naive)
+            stepping = True  # from here until the state is updated, an interrupt is unsafe
             optimizer.zero_grad(set_to_none=True)
             parts.loss.backward()
             optimizer.step()
@@ -328,6 +330,7 @@ def train_reward_model(
             state["tokens"] += parts.tokens
             state["correct"] += parts.correct
             done = state["step"] = step + 1
+            stepping = False
             meter.done = done
             if index == per_epoch - 1:
                 loss = state["loss_sum"] / max(1, state["tokens"])
@@ -340,9 +343,10 @@ def train_reward_model(
             # under the ~10 updates per second the front-ends want.
             loss_now = float(parts.loss.detach())
             yield meter.progress(f"epoch {epoch + 1}/{config.epochs}, loss {loss_now:.4f}")
-    except (Cancelled, GeneratorExit):
-        # Between steps: the state is consistent, so nothing done so far is lost.
-        if done > checkpoint.saved_step:
+    except (Cancelled, GeneratorExit, KeyboardInterrupt):
+        # Between steps (a cancel, a closed job, Ctrl-C outside an update) the state is
+        # consistent, so nothing done so far is lost; inside an update the last one stands.
+        if not stepping and done > checkpoint.saved_step:
             checkpoint.save(state)
         raise
     finally:
@@ -405,6 +409,9 @@ class Checkpoint:
             "tokens": 0,
             "correct": 0,
         }
+        old = self.folder.with_name(self.folder.name + ".old")
+        if not self.folder.exists() and old.is_dir():  # interrupted between the two renames
+            old.rename(self.folder)
         state_file = self.folder / "state.json"
         if not state_file.is_file():
             return fresh
@@ -440,20 +447,34 @@ class Checkpoint:
         return dict(state)
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write the state; ``state.json`` last, so a checkpoint is whole or absent."""
+        """Write the state into a new folder, then swap it in: a checkpoint is whole or absent."""
+        import shutil
+
+        new = self.folder.with_name(self.folder.name + ".new")
+        old = self.folder.with_name(self.folder.name + ".old")
+        shutil.rmtree(new, ignore_errors=True)
+        self._write(new, state)
+        if self.folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            self.folder.rename(old)
+        new.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+        self.saved_step = int(state["step"])
+
+    def _write(self, folder: Path, state: dict[str, Any]) -> None:
         import torch
         from safetensors.torch import save_file
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True)
         head = {k: v.detach().cpu().contiguous() for k, v in self.reward.head.state_dict().items()}
-        save_file(head, str(self.folder / HEAD_FILE))
+        save_file(head, str(folder / HEAD_FILE))
         if self.reward.peft_model is not None:
             from peft import get_peft_model_state_dict
 
             adapter = get_peft_model_state_dict(self.reward.peft_model)
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in adapter.items()},
-                str(self.folder / "adapter.safetensors"),
+                str(folder / "adapter.safetensors"),
             )
         torch.save(
             {
@@ -461,12 +482,9 @@ class Checkpoint:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
             },
-            self.folder / "optimizer.pt",
+            folder / "optimizer.pt",
         )
-        temporary = self.folder / "state.json.tmp"
-        temporary.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-        temporary.replace(self.folder / "state.json")
-        self.saved_step = int(state["step"])
+        (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
 
 
 __all__ = [
