@@ -120,6 +120,9 @@ def lora_targets(model: Any) -> list[str]:
 class RewardModel:
     """A :class:`~visuallens_app.tldr.detector.TokenDetector`: P(good) per response token.
 
+    A ``naive`` model (trained on the last token only) still scores every token, but only its
+    last token's P(good) was trained: that is its verdict on the whole response.
+
     ``heatmaps``: draw each token's attention over the image (one more forward pass per
     response); ``None`` means when the model was loaded with eager attention.
     """
