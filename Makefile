@@ -38,11 +38,17 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(or $(BENCH),all)
 
 # A real X screen (Xvfb) when there is no display, so fonts and styles render as on a desktop.
+# The steering panel needs a vision-language model: VLM=DIR|NAME, else a tiny random one (noise).
+VLM ?=
+SHOT_VLM := $(or $(VLM),build/screenshot-vlm)
 screenshots: $(STAMP)
+	@if [ -z "$(VLM)" ]; then $(BIN)/python -c "import sys; from pathlib import Path; \
+		sys.path.insert(0, 'tests'); import tiny_vlms; tiny_vlms.build('llava', Path('$(SHOT_VLM)'))"; fi
 	@if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null; then \
-		xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots; \
+		VISUALLENS_SCREENSHOT_VLM=$(SHOT_VLM) xvfb-run -a -s "-screen 0 1280x800x24" \
+			$(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots; \
 	else \
-		$(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots; \
+		VISUALLENS_SCREENSHOT_VLM=$(SHOT_VLM) $(BIN)/python -m visuallens_app.gui.screenshots docs/screenshots; \
 	fi
 
 package: $(STAMP)

@@ -3,6 +3,10 @@
 Indexes the photo folder (default: scikit-image's sample photos) into a throwaway library with
 the real encoder, then grabs the library grid, a search, the detail view and recommendations.
 Used by ``make screenshots`` and to look at the app after a change.
+
+``VISUALLENS_SCREENSHOT_VLM=DIR`` also shoots the steering panel with that vision-language model
+(``make screenshots`` builds a tiny random one when there is no real one: its answers are noise,
+the picture shows the panel, never a model's quality).
 """
 
 from __future__ import annotations
@@ -54,6 +58,28 @@ def _sample_folder(folder: Path) -> Path:
     return folder
 
 
+def _steering_steps(window: object, photos: Path, shot: object, after: object) -> list:
+    """Compute a spatial vector on the middle layer, ask about the cat, and grab the panel."""
+    from visuallens_app.gui.panels.steering import SteeringPanel
+
+    panel = window.show_panel(SteeringPanel)  # type: ignore[attr-defined]
+    window.show_panel(window.panels[0].__class__)  # type: ignore[attr-defined]
+
+    def start() -> None:
+        window.show_panel(SteeringPanel)  # type: ignore[attr-defined]
+        panel.concept.setCurrentText("spatial")
+        panel.compute()
+        panel.open_image(photos / "chelsea.jpg")
+        after(8000)  # type: ignore[operator]
+
+    def ask() -> None:
+        panel.options.setText("left,right")
+        panel.ask()
+        after(8000)  # type: ignore[operator]
+
+    return [start, ask, lambda: (shot("steering"), after(10))]  # type: ignore[operator]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     out = Path(args[0] if args else "docs/screenshots")
@@ -77,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     dark = os.environ.get("VISUALLENS_THEME") == "dark"
     apply_theme(app, dark=dark)
     suffix = "-dark" if dark else ""
-    session = LibrarySession(Settings(encoder="embedded"), watch=False)
+    vlm_folder = os.environ.get("VISUALLENS_SCREENSHOT_VLM", "")
+    session = LibrarySession(Settings(encoder="embedded", vlm=vlm_folder), watch=False)
     window = MainWindow(session)
     window.resize(1280, 800)
     window.show()
@@ -115,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         lambda: (window.panel(RecommendationsPanel).set_category("coffee shop"), after(8000)),
         lambda: (shot("recommendations"), window.failures_dock.show(), after(500)),
-        lambda: (shot("failures"), after(10)),
+        lambda: (shot("failures"), window.failures_dock.hide(), after(10)),
     ]
+    if vlm_folder:
+        steps += _steering_steps(window, photos, shot, after)
     indexing_shot: list[str] = []
 
     def indexing_progress(progress) -> None:

@@ -290,6 +290,7 @@ class SteeringPanel(Panel):
                 f"layers {layers}, {info.get('model', '?')})"
             )
             item = QListWidgetItem(text)
+            item.setToolTip(text)
             item.setData(Qt.ItemDataRole.UserRole, str(entry.path))
             self.saved.addItem(item)
 
