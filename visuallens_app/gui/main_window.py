@@ -120,9 +120,15 @@ class WelcomeView(QWidget):
         inner.addWidget(text)
         inner.addWidget(self.choose_button, 0, Qt.AlignmentFlag.AlignHCenter)
         inner.addWidget(hint)
+        # Centred by stretches, not by an alignment flag: an aligned widget gets its size hint
+        # without height-for-width, which clipped the wrapped intro text.
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(card, 10)
+        row.addStretch(1)
         outer = QVBoxLayout(self)
         outer.addStretch(1)
-        outer.addWidget(card, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addLayout(row)
         outer.addStretch(2)
 
     def _choose(self) -> None:
