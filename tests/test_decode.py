@@ -6,6 +6,8 @@ import os
 import struct
 import sys
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from fractions import Fraction
 from pathlib import Path
 
@@ -331,6 +333,23 @@ def test_directory_named_like_a_photo(tmp_path: Path) -> None:
     path = tmp_path / "album.jpg"
     path.mkdir()
     assert _reason(path) == "a folder, not a file"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipe_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, fifo_released_after_a_while: Callable[[Path], AbstractContextManager[None]]
+) -> None:
+    path = tmp_path / "pipe.jpg"
+    os.mkfifo(path)
+    with fifo_released_after_a_while(path):
+        assert _reason(path) == "not a regular file (a named pipe)"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_symlink_to_an_endless_device_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "zero.jpg"
+    path.symlink_to("/dev/zero")
+    assert _reason(path) == "not a regular file (a device)"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that stores raw bytes")

@@ -14,6 +14,7 @@ import io
 import math
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,16 +180,15 @@ def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> Dec
 
 
 def _read(path: Path) -> bytes:
-    """The file's bytes, or a DecodeError saying in words why they cannot be read."""
+    """The file's bytes, or a DecodeError saying in words why they cannot be read.
+
+    The file may have changed since the scan: a named pipe put in its place would block a
+    plain open() until some writer appears, and a device (a symlink to /dev/zero) would be read
+    until memory runs out. So the path is opened without blocking, and what was opened, not
+    the path, is checked to be a regular file before a byte is read.
+    """
     try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise DecodeError(
-                    f"file too large: {size / (1 << 20):.0f} MB exceeds the "
-                    f"{MAX_FILE_BYTES >> 20} MB limit"
-                )
-            data = file.read()
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError as error:
         raise DecodeError(
             "file vanished (moved or deleted since the scan)", transient=True
@@ -201,9 +201,50 @@ def _read(path: Path) -> bytes:
         raise DecodeError(
             f"cannot read the file: {error.strerror or error}", transient=True
         ) from error
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise DecodeError("a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError(f"not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > MAX_FILE_BYTES:
+            raise DecodeError(
+                f"file too large: {info.st_size / (1 << 20):.0f} MB exceeds the "
+                f"{MAX_FILE_BYTES >> 20} MB limit"
+            )
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read()
+    except OSError as error:
+        raise DecodeError(
+            f"cannot read the file: {error.strerror or error}", transient=True
+        ) from error
+    finally:
+        os.close(fd)
     if not data:
         raise DecodeError("empty file")
     return data
+
+
+#: Open for reading without waiting for a writer (named pipes) and without a controlling
+#: terminal (tty devices); O_NONBLOCK changes nothing for the regular files that are then read.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in the words of a file manager."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 def _sniff(data: bytes) -> str | None:
