@@ -17,6 +17,7 @@ from PIL import Image, ImageFile
 
 from visuallens_app.library.decode import (
     MAX_PIXELS,
+    READ_MARGIN_BYTES,
     DecodedPhoto,
     DecodeError,
     PhotoMeta,
@@ -333,6 +334,21 @@ def test_directory_named_like_a_photo(tmp_path: Path) -> None:
     path = tmp_path / "album.jpg"
     path.mkdir()
     assert _reason(path) == "a folder, not a file"
+
+
+def test_no_more_is_read_than_the_scan_saw_plus_a_margin(tmp_path: Path, cat: Image.Image) -> None:
+    path = tmp_path / "cat.jpg"
+    cat.save(path, quality=90)
+    size = path.stat().st_size
+    assert decode_photo(path, expected_size=size - 100).width == cat.width  # rewritten in place
+    with path.open("ab") as grown:  # a file still being written, or replaced by a larger one
+        grown.write(b"\0" * (READ_MARGIN_BYTES + 1))
+
+    with pytest.raises(DecodeError) as caught:
+        decode_photo(path, expected_size=size)
+
+    assert str(caught.value) == "file changed since the scan (larger now); it is read next time"
+    assert caught.value.transient
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -305,10 +306,10 @@ def test_a_file_that_could_not_be_read_for_now_is_retried(
 
     real_read = decode._read
 
-    def denied(path: Path) -> bytes:
+    def denied(path: Path, expected_size: int | None = None) -> bytes:
         if path.name == "coffee.jpg":
             raise decode.DecodeError("permission denied", transient=True)
-        return real_read(path)
+        return real_read(path, expected_size)
 
     monkeypatch.setattr(decode, "_read", denied)
     report = _index(library_dir, encoder, photo_dir)
@@ -372,3 +373,23 @@ def test_a_photo_replaced_by_a_link_to_dev_zero_after_the_scan_is_not_read(
 
     assert report.indexed == 4
     assert report.failed == [(str(coffee), "not a regular file (a device)")]
+
+
+def test_a_photo_replaced_by_a_much_larger_file_after_the_scan_is_read_next_time(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    coffee = photo_dir / "coffee.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), np.uint8)
+
+    def swap() -> None:  # e.g. an editor exporting the full-size photo over the preview
+        Image.fromarray(noise).save(coffee, quality=100)
+        assert coffee.stat().st_size > 2 << 20
+
+    report = _index_swapping(library_dir, encoder, photo_dir, swap)
+
+    assert report.indexed == 4
+    assert report.failed == [
+        (str(coffee), "file changed since the scan (larger now); it is read next time")
+    ]
+    again = _index(library_dir, encoder, photo_dir)
+    assert (again.indexed, again.failed) == (1, [])

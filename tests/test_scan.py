@@ -128,6 +128,17 @@ def test_dangling_symlink_is_reported_not_fatal(photo_dir: Path) -> None:
     assert errors == [(photo_dir / "gone.jpg", "dangling symlink")]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_symlink_to_a_device_is_reported_as_not_a_regular_file(photo_dir: Path) -> None:
+    (photo_dir / "zero.jpg").symlink_to("/dev/zero")
+    errors: list[tuple[Path, str]] = []
+
+    found = list(scan_folders([photo_dir], on_error=lambda p, r: errors.append((p, r))))
+
+    assert len(found) == 5
+    assert errors == [(photo_dir / "zero.jpg", "not a regular file (a device)")]
+
+
 def test_unreadable_folder_is_reported_and_the_scan_goes_on(
     photo_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,8 @@ from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
+from visuallens_app.library.scan import not_a_regular_file
+
 T = TypeVar("T")
 
 #: Pixel count above which a photo is refused before decoding (a "decompression bomb": a tiny
@@ -33,6 +35,11 @@ MAX_PIXELS = 200_000_000
 
 #: Files larger than this are refused before being read into memory (read once, hashed, decoded).
 MAX_FILE_BYTES = 1 << 30
+
+#: How much larger than the scan saw it a file may be when it is read. A photo rewritten in
+#: place (new metadata) grows a little; one that grew more was replaced or is still being
+#: written, and is left for the next run, which sees its new size.
+READ_MARGIN_BYTES = 1 << 20
 
 # ImageFile.LOAD_TRUNCATED_IMAGES is deliberately left False: a truncated photo is reported, not
 # indexed with a grey bottom half.
@@ -144,7 +151,9 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> DecodedPhoto:
+def decode_photo(
+    path: Path, *, target: int = 224, thumb_size: int = 256, expected_size: int | None = None
+) -> DecodedPhoto:
     """Decode the photo at ``path`` for indexing, reading the file once.
 
     Parameters
@@ -154,13 +163,16 @@ def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> Dec
         if smaller), about ``max(target, thumb_size)``. The encoder does its own final resize/crop.
     thumb_size
         ``thumbnail`` fits in a square of this side.
+    expected_size
+        The size the scan saw: at most :data:`READ_MARGIN_BYTES` more is read, so a file that
+        was replaced or keeps growing is not read without end (a transient DecodeError).
 
     Raises
     ------
     DecodeError
         For any file that is not a decodable photo, with a one-line reason.
     """
-    data = _read(path)
+    data = _read(path, expected_size)
     content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     kind = _sniff(data)
     try:
@@ -179,13 +191,15 @@ def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> Dec
         raise DecodeError(_reason(error, kind)) from error
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, expected_size: int | None = None) -> bytes:
     """The file's bytes, or a DecodeError saying in words why they cannot be read.
 
     The file may have changed since the scan: a named pipe put in its place would block a
     plain open() until some writer appears, and a device (a symlink to /dev/zero) would be read
     until memory runs out. So the path is opened without blocking, and what was opened, not
-    the path, is checked to be a regular file before a byte is read.
+    the path, is checked to be a regular file before a byte is read. Even then no more is read
+    than the scan saw plus :data:`READ_MARGIN_BYTES`, and never more than :data:`MAX_FILE_BYTES`
+    (a file still being written, or one a file system reports too small, such as /proc's).
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
@@ -206,14 +220,16 @@ def _read(path: Path) -> bytes:
         if stat.S_ISDIR(info.st_mode):
             raise DecodeError("a folder, not a file")
         if not stat.S_ISREG(info.st_mode):
-            raise DecodeError(f"not a regular file ({_file_kind(info.st_mode)})")
-        if info.st_size > MAX_FILE_BYTES:
-            raise DecodeError(
-                f"file too large: {info.st_size / (1 << 20):.0f} MB exceeds the "
-                f"{MAX_FILE_BYTES >> 20} MB limit"
-            )
+            raise DecodeError(not_a_regular_file(info.st_mode))
+        limit = MAX_FILE_BYTES
+        if expected_size is not None:
+            limit = min(limit, max(0, expected_size) + READ_MARGIN_BYTES)
+        if info.st_size > limit:
+            raise _too_big(info.st_size, limit)
         with open(fd, "rb", closefd=False) as file:
-            data = file.read()
+            data = file.read(limit + 1)  # one byte more tells "exactly at the limit" from "beyond"
+        if len(data) > limit:
+            raise _too_big(len(data), limit)
     except OSError as error:
         raise DecodeError(
             f"cannot read the file: {error.strerror or error}", transient=True
@@ -236,15 +252,14 @@ _OPEN_FLAGS = (
 )
 
 
-def _file_kind(mode: int) -> str:
-    """What a non-regular file is, in the words of a file manager."""
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a file"
+def _too_big(size: int, limit: int) -> DecodeError:
+    if limit < MAX_FILE_BYTES:
+        return DecodeError(
+            "file changed since the scan (larger now); it is read next time", transient=True
+        )
+    return DecodeError(
+        f"file too large: {size / (1 << 20):.0f} MB exceeds the {MAX_FILE_BYTES >> 20} MB limit"
+    )
 
 
 def _sniff(data: bytes) -> str | None:

@@ -67,7 +67,7 @@ class _Decoded:
 
 def _decode(file: ScannedFile, target: int, thumbnails: ThumbnailCache) -> _Decoded:
     try:
-        photo = decode_photo(file.path, target=target)
+        photo = decode_photo(file.path, target=target, expected_size=file.size)
     except DecodeError as err:
         return _Decoded(file, None, str(err), err.transient)
     if not thumbnails.has(photo.content_hash):

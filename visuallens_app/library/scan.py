@@ -208,10 +208,32 @@ def scan_folders(
                         visited.add(key)
                         subfolders.append(Path(entry.path))
                     elif is_image_name and entry.is_symlink():
-                        report(Path(entry.path), "dangling symlink")
+                        report(Path(entry.path), _broken_link(entry.path))
                 except OSError as error:
                     report(Path(entry.path), _describe(error))
             pending.extend(reversed(subfolders))
+
+
+def _broken_link(path: str) -> str:
+    """Why a symlink with an image name is no photo: it leads nowhere, or to a device or pipe."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "dangling symlink"
+    return not_a_regular_file(mode)
+
+
+def not_a_regular_file(mode: int) -> str:
+    """The reason given for a named pipe, device or socket found where a photo was expected."""
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "neither a file nor a folder"
+    return f"not a regular file ({kind})"
 
 
 def _ignore(path: Path, reason: str) -> None:
