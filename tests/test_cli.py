@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def visuallens(*args: str, library: Path) -> subprocess.CompletedProcess[str]:
@@ -98,3 +101,58 @@ def test_a_mistyped_folder_gets_one_sentence(library_dir: Path, tmp_path: Path) 
     assert out.stderr.strip().splitlines()[-1] == (
         f"visuallens: {tmp_path / 'Pictres'} does not exist: check the folder name."
     )
+
+
+def _index_dir_made_unwritable(library: Path, how: str) -> None:
+    """Empty ``library/index`` and make it a folder nothing can be written into."""
+    index = library / "index"
+    shutil.rmtree(index)
+    if how == "chmod":
+        index.mkdir()
+        index.chmod(0o555)
+    else:  # sysfs refuses new files even to root, for whom chmod changes nothing
+        index.symlink_to("/sys/kernel", target_is_directory=True)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(
+            "chmod",
+            marks=pytest.mark.skipif(
+                not hasattr(os, "geteuid") or os.geteuid() == 0,
+                reason="root writes into read-only folders",
+            ),
+        ),
+        pytest.param(
+            "read-only file system",
+            marks=pytest.mark.skipif(
+                not os.access("/sys/kernel", os.F_OK), reason="needs Linux sysfs"
+            ),
+        ),
+    ],
+)
+def test_search_and_index_work_while_the_index_cache_cannot_be_saved(
+    library_dir: Path, photo_dir: Path, how: str
+) -> None:
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+    assert out.returncode == 0, out.stderr
+    _index_dir_made_unwritable(library_dir, how)
+    try:
+        out = visuallens(
+            "search", "a cup of coffee", "--json", "--encoder", "embedded", library=library_dir
+        )
+        assert out.returncode == 0, out.stderr
+        assert Path(json.loads(out.stdout)[0]["path"]).name == "coffee.jpg"
+        said = [line for line in out.stderr.splitlines() if "index could not be saved" in line]
+        assert len(said) == 1, out.stderr
+        assert said[0].endswith("searches work without it, and it is rebuilt next time.")
+
+        (photo_dir / "again.jpg").write_bytes((photo_dir / "coffee.jpg").read_bytes())
+        out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("Indexed 1, unchanged 5")
+        assert sum("index could not be saved" in line for line in out.stderr.splitlines()) == 1
+    finally:
+        if how == "chmod":
+            (library_dir / "index").chmod(0o755)

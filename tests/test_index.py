@@ -338,6 +338,26 @@ def test_failed_save_still_returns_a_working_index(
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_a_folder_faiss_cannot_write_into_is_said_once_and_the_index_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unwritable = Path("/sys/kernel")  # sysfs refuses new files even to root
+    ids, vectors = sparse_ids(20), random_unit(20, 8)
+
+    with caplog.at_level("WARNING", logger="visuallens_app.index"):
+        for fingerprint in ("v1", "v2"):  # the library changed: rebuilt, and not saved again
+            index = VectorIndex.load_or_build(
+                unwritable, "photos", fingerprint=fingerprint, fetch=lambda: (ids, vectors)
+            )
+            assert index.search(vectors[3:4], 1)[0][0][0] == ids[3]
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "The search index could not be saved in /sys/kernel (Permission denied); searches work "
+        "without it, and it is rebuilt next time."
+    ]
+
+
 def test_empty_index_roundtrip(tmp_path: Path) -> None:
     empty = VectorIndex.build(
         np.empty(0, dtype=np.int64), np.empty((0, 8), dtype=np.float32), fingerprint="none"
