@@ -156,3 +156,26 @@ def test_search_and_index_work_while_the_index_cache_cannot_be_saved(
     finally:
         if how == "chmod":
             (library_dir / "index").chmod(0o755)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    library_dir: Path, tmp_path: Path
+) -> None:
+    # `visuallens status | true`, made deterministic: the reader is gone before any output.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        for args in (["status"], ["status", "--json"]):
+            out = subprocess.run(
+                [sys.executable, "-m", "visuallens_app.cli", *args, "--library", str(library_dir)],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ),
+                check=False,
+            )
+            assert out.stderr == ""
+            assert out.returncode == 141  # what a shell reports for a tool stopped by SIGPIPE
+    finally:
+        os.close(write)
+    assert not (tmp_path / "cache" / "logs").exists()  # no crash log
