@@ -179,3 +179,24 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
     finally:
         os.close(write)
     assert not (tmp_path / "cache" / "logs").exists()  # no crash log
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_items_that_are_not_files_are_counted_in_one_line(
+    library_dir: Path, photo_dir: Path
+) -> None:
+    os.mkfifo(photo_dir / "pipe.jpg")
+    os.mkfifo(photo_dir / "pipe 2.jpg")
+    (photo_dir / "null.png").symlink_to(os.devnull)
+
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1:] == [
+        "Skipped 3 items named like photos that are not files (named pipes, devices, sockets)."
+    ]
+    out = visuallens(
+        "index", str(photo_dir), "--json", "--encoder", "embedded", library=library_dir
+    )
+    report = json.loads(out.stdout)
+    assert (report["not_files"], report["failed"]) == (3, [])

@@ -42,6 +42,7 @@ class IndexReport:
     reused_vectors: int = 0  # moved/renamed/duplicate photos that kept their vector
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     offline_roots: list[str] = field(default_factory=list)
+    not_files: int = 0  # named like photos, but pipes, devices or sockets: never read
     cancelled: bool = False
 
     def as_json(self) -> dict[str, object]:
@@ -52,6 +53,7 @@ class IndexReport:
             "reused_vectors": self.reused_vectors,
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "offline_roots": self.offline_roots,
+            "not_files": self.not_files,
             "encoder": self.encoder,
             "cancelled": self.cancelled,
         }
@@ -157,10 +159,13 @@ def index_folders(
             scan_errors.append((display_path(path), why))
             unlisted.append(path_to_db(path) + os.sep)
 
+        def on_special(path: Path, why: str) -> None:
+            report.not_files += 1
+
         todo: list[ScannedFile] = []
         present: set[str] = set()
         found_under: dict[Path, int] = dict.fromkeys(walked, 0)
-        for file in scan_folders(walked, cancel=cancel, on_error=on_error):
+        for file in scan_folders(walked, cancel=cancel, on_error=on_error, on_special=on_special):
             key = path_to_db(file.fspath)
             present.add(key)
             found_under[file.root] += 1
