@@ -54,6 +54,9 @@ _KMEANS_ITERATIONS = 12
 _ADD_CHUNK = 65_536
 #: GPU faiss refuses k above this (CUDA selection kernels); over-fetching for ``exclude`` is capped.
 _GPU_MAX_K = 2048
+#: Files of a save untouched for this long belong to no save still running (writing even a
+#: million-vector index takes seconds); younger ones may be another process's save in progress.
+STALE_SAVE_SECONDS = 600
 
 
 class VectorIndex:
@@ -440,6 +443,11 @@ class VectorIndex:
         ):
             logger.warning("Index file %s does not match its manifest; it will be rebuilt", path)
             return None
+        # A save killed midway left files no manifest names, and the index loads from now on:
+        # without this, nothing would ever remove them.
+        cache_files.remove_stale_files(
+            directory, name, keep=manifest.index_file, older_than=STALE_SAVE_SECONDS
+        )
         return cls(
             index,
             dim=manifest.dim,
