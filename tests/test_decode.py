@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import warnings
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -168,6 +169,37 @@ def test_exif_date_gps_and_camera_are_read_back(tmp_path: Path, cat: Image.Image
     assert meta.gps == pytest.approx((-33.9253333, 18.424), abs=1e-6)
     assert meta.camera == "Canon EOS R5"
     assert meta.orientation == 1
+
+
+def _jpeg_with_truncated_exif(path: Path, cat: Image.Image) -> Path:
+    """A JPEG whose EXIF block was cut short (as some editors and old phones write it)."""
+    exif = Image.Exif()
+    exif[TAG_MAKE_ID] = "Canon"
+    exif[TAG_MODEL_ID] = "EOS R5 with a long model name"
+    whole = exif.tobytes()
+    cat.save(path, "JPEG", quality=90, exif=whole[: len(whole) - 20])
+    return path
+
+
+TAG_MAKE_ID, TAG_MODEL_ID = 0x010F, 0x0110
+
+
+def test_damaged_exif_is_the_photos_note_not_warnings_on_stderr(
+    tmp_path: Path, cat: Image.Image
+) -> None:
+    path = _jpeg_with_truncated_exif(tmp_path / "cut-exif.jpg", cat)
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        photo = decode_photo(path, target=TARGET, thumb_size=THUMB)
+
+    assert [str(w.message) for w in escaped] == []
+    _check_decoded(photo, *cat.size)
+    assert photo.meta.camera == "Canon"  # what could be read is kept
+    assert photo.note == "damaged EXIF data (Truncated File Read); some details may be missing"
+    clean = tmp_path / "clean.jpg"
+    cat.save(clean, quality=90)
+    assert decode_photo(clean).note is None
 
 
 def test_read_meta_without_exif_and_with_broken_exif(cat: Image.Image) -> None:

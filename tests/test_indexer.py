@@ -393,3 +393,27 @@ def test_a_photo_replaced_by_a_much_larger_file_after_the_scan_is_read_next_time
     ]
     again = _index(library_dir, encoder, photo_dir)
     assert (again.indexed, again.failed) == (1, [])
+
+
+def test_a_photo_with_damaged_exif_is_indexed_with_its_note_once(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "EOS R5 with a long model name"
+    whole = exif.tobytes()
+    with Image.open(photo_dir / "coffee.jpg") as coffee:
+        coffee.save(photo_dir / "coffee.jpg", quality=90, exif=whole[: len(whole) - 20])
+
+    report = _index(library_dir, encoder, photo_dir)
+
+    assert (report.indexed, report.failed) == (5, [])
+    assert report.notes == [
+        (
+            str(photo_dir / "coffee.jpg"),
+            "damaged EXIF data (Truncated File Read); some details may be missing",
+        )
+    ]
+    assert report.as_json()["notes"] == [
+        {"path": path, "note": note} for path, note in report.notes
+    ]

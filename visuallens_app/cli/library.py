@@ -98,6 +98,10 @@ def cmd_index(args: argparse.Namespace) -> int:
                 f"Skipped {report.not_files} items named like photos that are not files (named "
                 "pipes, devices, sockets)."
             )
+        if report.notes:
+            n = len(report.notes)
+            lines.append(f"{n} photo{'s were' if n > 1 else ' was'} indexed with a note:")
+            lines.extend(f"  {path}: {note}" for path, note in report.notes)
         if report.failed:
             lines.append(f"{len(report.failed)} files could not be read:")
             lines.extend(f"  {path}: {reason}" for path, reason in report.failed)

@@ -16,7 +16,9 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -126,6 +128,7 @@ class DecodedPhoto:
     content_hash: str  # hex blake2b-128 of the file bytes: a moved photo keeps its vector
     meta: PhotoMeta
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
+    note: str | None = None  # what is wrong with a photo that still decoded (damaged EXIF)
 
 
 _heif_lock = threading.Lock()
@@ -279,13 +282,17 @@ def _decode(
 ) -> DecodedPhoto:
     if kind == "HEIF":
         _register_heif()
+    notes: list[str] = []
     # Image.open reads only the header: size, mode and EXIF are known before any pixel is decoded.
-    with Image.open(io.BytesIO(data)) as opened:
+    with _metadata_warnings(notes):
+        opened = Image.open(io.BytesIO(data))
+    with opened:
         width, height = opened.size
         if width * height > MAX_PIXELS:
             raise DecodeError(_too_large(width, height))
         fmt = opened.format or kind or "image"
-        meta = read_meta(opened)
+        with _metadata_warnings(notes):
+            meta = read_meta(opened)
         needed = max(target, thumb)
         # JPEG only (a no-op elsewhere): decode at 1/2, 1/4 or 1/8 scale, chosen by the decoder
         # so that both sides stay >= needed, and go straight to RGB from YCbCr.
@@ -293,7 +300,8 @@ def _decode(
         opened.load()
         # Some decoders turn the photo upright themselves (Pillow's TIFF plugin, pillow_heif)
         # and then drop the tag, so what is still to do is read after load, not from `meta`.
-        pending = _orientation(opened.getexif()) or 1
+        with _metadata_warnings(notes):
+            pending = _orientation(opened.getexif()) or 1
         image: Image.Image = opened
         if image.mode not in _RESIZABLE_MODES:
             image = _to_rgb(image)  # palette and 16-bit data cannot be resampled as they are
@@ -308,7 +316,44 @@ def _decode(
             width, height = height, width
     thumbnail = image.copy()
     thumbnail.thumbnail((thumb, thumb), Image.Resampling.BICUBIC, reducing_gap=None)
-    return DecodedPhoto(image, thumbnail, width, height, content_hash, meta, fmt)
+    note = None
+    if notes:
+        note = f"damaged EXIF data ({notes[0]}); some details may be missing"
+    return DecodedPhoto(image, thumbnail, width, height, content_hash, meta, fmt, note)
+
+
+_warnings_lock = threading.Lock()
+
+
+@contextmanager
+def _metadata_warnings(notes: list[str]) -> Iterator[None]:
+    """Collect what Pillow warns about a photo's damaged metadata into ``notes``.
+
+    Pillow reports a cut or garbled EXIF block with ``warnings.warn`` ("Truncated File Read",
+    "Possibly corrupt EXIF data..."), lines on stderr that name no file; the photo itself is
+    fine. The warnings filters are process-wide, so this holds a lock, and is only wrapped
+    around header and EXIF parsing (microseconds), never around the pixel decode. Warnings that
+    other threads raise meanwhile are caught too, and raised again afterwards.
+    """
+    with _warnings_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every file's warning, not only the first one's
+        try:
+            yield
+        finally:
+            mine = [w for w in caught if _is_metadata_warning(w)]
+            others = [w for w in caught if not _is_metadata_warning(w)]
+    for message in mine:
+        text = " ".join(str(message.message).split()).rstrip(".")
+        text = text if len(text) <= 100 else text[:99] + "…"
+        if text not in notes:
+            notes.append(text)
+    for other in others:
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+
+
+def _is_metadata_warning(caught: warnings.WarningMessage) -> bool:
+    """A UserWarning raised inside Pillow (its decompression-bomb warning is a RuntimeWarning)."""
+    return issubclass(caught.category, UserWarning) and "PIL" in Path(caught.filename).parts
 
 
 #: Modes Pillow resamples directly; anything else is converted to RGB(A) first.

@@ -43,6 +43,7 @@ class IndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     offline_roots: list[str] = field(default_factory=list)
     not_files: int = 0  # named like photos, but pipes, devices or sockets: never read
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but...
     cancelled: bool = False
 
     def as_json(self) -> dict[str, object]:
@@ -54,6 +55,7 @@ class IndexReport:
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "offline_roots": self.offline_roots,
             "not_files": self.not_files,
+            "notes": [{"path": p, "note": n} for p, n in self.notes],
             "encoder": self.encoder,
             "cancelled": self.cancelled,
         }
@@ -257,6 +259,8 @@ def _write(
                 failures.append(Failure(file.path, file.root, file.size, file.mtime_ns, reason))
             continue
         photo = item.photo
+        if photo.note is not None:  # said once: an unchanged photo is not decoded again
+            report.notes.append((display_path(file.path), photo.note))
         photos.append(
             NewPhoto(
                 path=file.path,
