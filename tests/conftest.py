@@ -9,6 +9,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -86,3 +89,31 @@ def tiny_vlm(tiny_vlm_dirs: dict[str, Path], vlm_family: str) -> object:
     from visuallens_app.vlm import load_vlm
 
     return load_vlm(tiny_vlm_dirs[vlm_family], device="cpu")
+
+
+@pytest.fixture
+def fifo_released_after_a_while() -> Callable[[Path], AbstractContextManager[None]]:
+    """``with release(fifo):`` opens ``fifo`` for writing after 5 s unless the block ended first.
+
+    A reader stuck in a blocking open() of a named pipe is released by a writer, so that a
+    regression to a blocking open makes a test fail instead of hanging the whole run.
+    """
+
+    @contextmanager
+    def release(fifo: Path, seconds: float = 5.0) -> Iterator[None]:
+        done = threading.Event()
+
+        def open_for_writing() -> None:
+            if not done.wait(seconds):
+                with suppress(OSError):  # nobody is reading: nothing to release
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+        thread = threading.Thread(target=open_for_writing, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    return release

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -302,3 +303,76 @@ def test_windows_1252_export_still_loads_with_a_note(tmp_path: Path) -> None:
     assert loaded.catalog.items[0].name == "Crème brûlée shop"
     assert [(p.line, p.field) for p in loaded.problems] == [(0, "")]
     assert "Windows-1252" in str(loaded.problems[0])
+
+
+# --- hostile lines: each one a reported problem, never an exception ------------------------------
+
+#: Malformed catalog lines of every kind that once escaped as an exception, ``{n}`` a unique number.
+#: Each is skipped with exactly one problem.
+HOSTILE_CATALOG_LINES = {
+    "NUL in an image path": '{"name": "nul {n}", "category": "bar", "images": ["a\\u0000b.jpg"]}',
+    "400-digit rating": '{"name": "big {n}", "category": "bar", "rating": 1' + "0" * 400 + "}",
+    "4301-digit integer": '{"name": "long {n}", "category": "bar", "id": 1' + "0" * 4300 + "}",
+    "100k-deep nesting": '{"name": "deep {n}", "category": "bar", "tags": '
+    + "[" * 100_000
+    + "]" * 100_000
+    + "}",
+    "lone surrogate in the name": '{"name": "caf\\ud800 {n}", "category": "coffee shop"}',
+    "lone surrogate in a tag": '{"name": "tag {n}", "category": "bar", "tags": ["\\udfff"]}',
+    "lone surrogate in an image path": '{"name": "im {n}", "category": "bar", "images": "\\ud83d"}',
+}
+
+
+def test_hostile_catalog_lines_are_each_one_problem_and_the_valid_lines_load(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(0)
+    lines: list[str] = []
+    bad: dict[int, str] = {}  # line number -> kind
+    valid: list[str] = []
+    for n in range(300):
+        if rng.random() < 0.25:
+            valid.append(f"good {n}")
+            lines.append(item(name=f"good {n}", category="bar", rating=4.5))
+        else:
+            kind = rng.choice(sorted(HOSTILE_CATALOG_LINES))
+            lines.append(HOSTILE_CATALOG_LINES[kind].replace("{n}", str(n)))
+            bad[len(lines)] = kind
+    assert set(bad.values()) == set(HOSTILE_CATALOG_LINES)  # every kind is in the mix
+
+    loaded = load_catalog(write_jsonl(tmp_path / "cat", lines))
+
+    assert [i.name for i in loaded.catalog.items] == valid
+    per_line = Counter(p.line for p in loaded.problems)
+    assert dict(per_line) == dict.fromkeys(bad, 1), {bad[n] for n in set(bad) - set(per_line)}
+    for problem in loaded.problems:
+        text = str(problem)
+        assert text.isprintable(), (bad[problem.line], text)
+        assert len(text) < 200, (bad[problem.line], text)
+        text.encode("utf-8")  # printable on any terminal, whatever the line held
+
+
+def test_validate_rejects_what_recommend_could_not_use(tmp_path: Path) -> None:
+    from visuallens_app.lens.matching import item_hash
+
+    folder = write_jsonl(
+        tmp_path / "cat",
+        [
+            '{"name": "Caf\\ud800", "category": "coffee shop"}',
+            item(name="Café", category="coffee shop"),
+        ],
+    )
+    loaded = load_catalog(folder)
+    assert [str(p) for p in loaded.problems] == [
+        "line 1, field 'name': '\\ud800' is not a character (a lone UTF-16 surrogate)"
+    ]
+    assert all(item_hash(i) for i in loaded.catalog.items)  # what recommend and eval compute
+
+
+def test_a_catalog_folder_under_an_unknown_user_is_one_sentence() -> None:
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(Path("~nosuchuser-visuallens/catalog"))
+    assert str(caught.value) == (
+        "The catalog folder ~nosuchuser-visuallens/catalog names the home folder of "
+        "'nosuchuser-visuallens', who is not a user on this computer."
+    )

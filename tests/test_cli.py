@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def visuallens(*args: str, library: Path) -> subprocess.CompletedProcess[str]:
@@ -98,3 +101,102 @@ def test_a_mistyped_folder_gets_one_sentence(library_dir: Path, tmp_path: Path) 
     assert out.stderr.strip().splitlines()[-1] == (
         f"visuallens: {tmp_path / 'Pictres'} does not exist: check the folder name."
     )
+
+
+def _index_dir_made_unwritable(library: Path, how: str) -> None:
+    """Empty ``library/index`` and make it a folder nothing can be written into."""
+    index = library / "index"
+    shutil.rmtree(index)
+    if how == "chmod":
+        index.mkdir()
+        index.chmod(0o555)
+    else:  # sysfs refuses new files even to root, for whom chmod changes nothing
+        index.symlink_to("/sys/kernel", target_is_directory=True)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(
+            "chmod",
+            marks=pytest.mark.skipif(
+                not hasattr(os, "geteuid") or os.geteuid() == 0,
+                reason="root writes into read-only folders",
+            ),
+        ),
+        pytest.param(
+            "read-only file system",
+            marks=pytest.mark.skipif(
+                not os.access("/sys/kernel", os.F_OK), reason="needs Linux sysfs"
+            ),
+        ),
+    ],
+)
+def test_search_and_index_work_while_the_index_cache_cannot_be_saved(
+    library_dir: Path, photo_dir: Path, how: str
+) -> None:
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+    assert out.returncode == 0, out.stderr
+    _index_dir_made_unwritable(library_dir, how)
+    try:
+        out = visuallens(
+            "search", "a cup of coffee", "--json", "--encoder", "embedded", library=library_dir
+        )
+        assert out.returncode == 0, out.stderr
+        assert Path(json.loads(out.stdout)[0]["path"]).name == "coffee.jpg"
+        said = [line for line in out.stderr.splitlines() if "index could not be saved" in line]
+        assert len(said) == 1, out.stderr
+        assert said[0].endswith("searches work without it, and it is rebuilt next time.")
+
+        (photo_dir / "again.jpg").write_bytes((photo_dir / "coffee.jpg").read_bytes())
+        out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("Indexed 1, unchanged 5")
+        assert sum("index could not be saved" in line for line in out.stderr.splitlines()) == 1
+    finally:
+        if how == "chmod":
+            (library_dir / "index").chmod(0o755)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    library_dir: Path, tmp_path: Path
+) -> None:
+    # `visuallens status | true`, made deterministic: the reader is gone before any output.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        for args in (["status"], ["status", "--json"]):
+            out = subprocess.run(
+                [sys.executable, "-m", "visuallens_app.cli", *args, "--library", str(library_dir)],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ),
+                check=False,
+            )
+            assert out.stderr == ""
+            assert out.returncode == 141  # what a shell reports for a tool stopped by SIGPIPE
+    finally:
+        os.close(write)
+    assert not (tmp_path / "cache" / "logs").exists()  # no crash log
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_items_that_are_not_files_are_counted_in_one_line(
+    library_dir: Path, photo_dir: Path
+) -> None:
+    os.mkfifo(photo_dir / "pipe.jpg")
+    os.mkfifo(photo_dir / "pipe 2.jpg")
+    (photo_dir / "null.png").symlink_to(os.devnull)
+
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1:] == [
+        "Skipped 3 items named like photos that are not files (named pipes, devices, sockets)."
+    ]
+    out = visuallens(
+        "index", str(photo_dir), "--json", "--encoder", "embedded", library=library_dir
+    )
+    report = json.loads(out.stdout)
+    assert (report["not_files"], report["failed"]) == (3, [])

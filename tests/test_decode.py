@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import warnings
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from PIL import Image, ImageFile
 
 from visuallens_app.library.decode import (
     MAX_PIXELS,
+    READ_MARGIN_BYTES,
     DecodedPhoto,
     DecodeError,
     PhotoMeta,
@@ -165,6 +169,37 @@ def test_exif_date_gps_and_camera_are_read_back(tmp_path: Path, cat: Image.Image
     assert meta.gps == pytest.approx((-33.9253333, 18.424), abs=1e-6)
     assert meta.camera == "Canon EOS R5"
     assert meta.orientation == 1
+
+
+def _jpeg_with_truncated_exif(path: Path, cat: Image.Image) -> Path:
+    """A JPEG whose EXIF block was cut short (as some editors and old phones write it)."""
+    exif = Image.Exif()
+    exif[TAG_MAKE_ID] = "Canon"
+    exif[TAG_MODEL_ID] = "EOS R5 with a long model name"
+    whole = exif.tobytes()
+    cat.save(path, "JPEG", quality=90, exif=whole[: len(whole) - 20])
+    return path
+
+
+TAG_MAKE_ID, TAG_MODEL_ID = 0x010F, 0x0110
+
+
+def test_damaged_exif_is_the_photos_note_not_warnings_on_stderr(
+    tmp_path: Path, cat: Image.Image
+) -> None:
+    path = _jpeg_with_truncated_exif(tmp_path / "cut-exif.jpg", cat)
+
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        photo = decode_photo(path, target=TARGET, thumb_size=THUMB)
+
+    assert [str(w.message) for w in escaped] == []
+    _check_decoded(photo, *cat.size)
+    assert photo.meta.camera == "Canon"  # what could be read is kept
+    assert photo.note == "damaged EXIF data (Truncated File Read); some details may be missing"
+    clean = tmp_path / "clean.jpg"
+    cat.save(clean, quality=90)
+    assert decode_photo(clean).note is None
 
 
 def test_read_meta_without_exif_and_with_broken_exif(cat: Image.Image) -> None:
@@ -331,6 +366,38 @@ def test_directory_named_like_a_photo(tmp_path: Path) -> None:
     path = tmp_path / "album.jpg"
     path.mkdir()
     assert _reason(path) == "a folder, not a file"
+
+
+def test_no_more_is_read_than_the_scan_saw_plus_a_margin(tmp_path: Path, cat: Image.Image) -> None:
+    path = tmp_path / "cat.jpg"
+    cat.save(path, quality=90)
+    size = path.stat().st_size
+    assert decode_photo(path, expected_size=size - 100).width == cat.width  # rewritten in place
+    with path.open("ab") as grown:  # a file still being written, or replaced by a larger one
+        grown.write(b"\0" * (READ_MARGIN_BYTES + 1))
+
+    with pytest.raises(DecodeError) as caught:
+        decode_photo(path, expected_size=size)
+
+    assert str(caught.value) == "file changed since the scan (larger now); it is read next time"
+    assert caught.value.transient
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipe_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, fifo_released_after_a_while: Callable[[Path], AbstractContextManager[None]]
+) -> None:
+    path = tmp_path / "pipe.jpg"
+    os.mkfifo(path)
+    with fifo_released_after_a_while(path):
+        assert _reason(path) == "not a regular file (a named pipe)"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_symlink_to_an_endless_device_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "zero.jpg"
+    path.symlink_to("/dev/zero")
+    assert _reason(path) == "not a regular file (a device)"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that stores raw bytes")

@@ -385,3 +385,85 @@ def test_cli_synthetic_sweep_and_user_errors(capsys: pytest.CaptureFixture[str])
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 3
     assert all(line.startswith("visuallens: ") for line in errors)
+
+
+def _hostile_benchmark_lines(good: dict[str, Any]) -> dict[str, str]:
+    """Malformed benchmark lines of every kind that once escaped as an exception."""
+    history = list(good["history"])
+    candidates = [dict(c) for c in good["candidates"]]
+
+    def with_(**changes: object) -> str:
+        return json.dumps({**good, **changes})
+
+    def candidate_0(**changes: object) -> list[dict[str, object]]:
+        return [{**candidates[0], **changes}, *candidates[1:]]
+
+    return {
+        "NUL in a history path": with_(history=["photos/0\x00.jpg", *history[1:]]),
+        "unknown user in a history path": with_(history=["~nosuchuser-vl/0.jpg", *history[1:]]),
+        "lone surrogate in a history path": with_(history=["photos/\ud800.jpg", *history[1:]]),
+        "NUL in a candidate image": with_(candidates=candidate_0(images=["a\x00.jpg"])),
+        "lone surrogate in a candidate name": with_(candidates=candidate_0(name="Caf\ud800")),
+        "lone surrogate in a candidate tag": with_(candidates=candidate_0(tags=["\udfff"])),
+        "lone surrogate in the question": with_(question="where \udc80?"),
+        "lone surrogate in the ground truth": with_(ground_truth=["c1", "\ud83d"]),
+        "4301-digit integer": json.dumps(good)[:-1] + ', "extra": 1' + "0" * 4300 + "}",
+        "100k-deep nesting": json.dumps(good)[:-1]
+        + ', "extra": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}",
+    }
+
+
+def test_hostile_benchmark_lines_are_each_one_problem_and_valid_lines_load(tmp_path: Path) -> None:
+    import random
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(photos / f"{i}.jpg")
+    good: dict[str, Any] = {
+        "id": "q",
+        "category": "cafe",
+        "history": [f"photos/{i}.jpg" for i in range(12)],
+        "candidates": _candidates_json(4),
+        "ground_truth": ["c1"],
+    }
+    rng = random.Random(0)
+    lines: list[str] = []
+    bad: dict[int, str] = {}  # line number -> kind
+    valid: list[str] = []
+    for n in range(300):
+        template = {**good, "id": f"q{n}"}
+        if rng.random() < 0.25:
+            valid.append(f"q{n}")
+            lines.append(json.dumps(template))
+        else:
+            hostile = _hostile_benchmark_lines(template)
+            kind = rng.choice(sorted(hostile))
+            lines.append(hostile[kind])
+            bad[len(lines)] = kind
+    assert set(bad.values()) == set(_hostile_benchmark_lines(good))  # every kind is in the mix
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    load = load_benchmark(bench)
+
+    assert [e.id for e in load.examples] == valid
+    per_line: dict[int, int] = {}
+    for problem in load.problems:
+        per_line[problem.line] = per_line.get(problem.line, 0) + 1
+        text = str(problem)
+        assert text.isprintable(), (bad[problem.line], text)
+        assert len(text) < 200, (bad[problem.line], text)
+    assert per_line == dict.fromkeys(bad, 1), {bad[n] for n in set(bad) - set(per_line)}
+
+
+def test_a_benchmark_under_an_unknown_user_is_one_sentence() -> None:
+    with pytest.raises(BenchmarkError) as caught:
+        load_benchmark(Path("~nosuchuser-visuallens/bench.jsonl"))
+    assert str(caught.value) == (
+        "The benchmark file ~nosuchuser-visuallens/bench.jsonl names the home folder of "
+        "'nosuchuser-visuallens', who is not a user on this computer."
+    )

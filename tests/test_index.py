@@ -4,8 +4,10 @@ damaged data."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -302,6 +304,35 @@ def test_fingerprint_mismatch_is_rebuilt_from_the_store(tmp_path: Path) -> None:
     assert VectorIndex.load(tmp_path, "photos", expected_fingerprint="v2") is not None
 
 
+def test_what_a_killed_save_left_behind_is_cleaned_when_the_index_is_next_loaded(
+    tmp_path: Path,
+) -> None:
+    index = VectorIndex.build(sparse_ids(20), random_unit(20, 8), fingerprint="v1")
+    index.save(tmp_path, "photos")
+    live = files_in(tmp_path)
+    # What kill -9 at each moment of a save leaves: a half-written index file, a half-written
+    # manifest, and the previous index file (killed after the manifest, before the clean-up).
+    leftovers = [
+        "photos.0123456789abcdef.faiss.tmp",
+        "photos.json.0123456789abcdef.tmp",
+        "photos.fedcba9876543210.faiss",
+    ]
+    hour_ago = time.time() - 3600
+    for name in leftovers:
+        (tmp_path / name).write_bytes(b"partial")
+        os.utime(tmp_path / name, (hour_ago, hour_ago))
+    saving_now = tmp_path / "photos.1111111111111111.faiss.tmp"  # another process, mid-save
+    saving_now.write_bytes(b"partial")
+    (tmp_path / "other.json.0123456789abcdef.tmp").write_bytes(b"not ours")
+    os.utime(tmp_path / "other.json.0123456789abcdef.tmp", (hour_ago, hour_ago))
+
+    loaded = VectorIndex.load(tmp_path, "photos", expected_fingerprint="v1")
+
+    assert loaded is not None
+    assert len(loaded) == 20
+    assert files_in(tmp_path) == sorted([*live, saving_now.name, "other.json.0123456789abcdef.tmp"])
+
+
 def test_crash_before_the_manifest_keeps_the_old_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,6 +367,26 @@ def test_failed_save_still_returns_a_working_index(
 
     assert len(index) == 300
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_a_folder_faiss_cannot_write_into_is_said_once_and_the_index_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unwritable = Path("/sys/kernel")  # sysfs refuses new files even to root
+    ids, vectors = sparse_ids(20), random_unit(20, 8)
+
+    with caplog.at_level("WARNING", logger="visuallens_app.index"):
+        for fingerprint in ("v1", "v2"):  # the library changed: rebuilt, and not saved again
+            index = VectorIndex.load_or_build(
+                unwritable, "photos", fingerprint=fingerprint, fetch=lambda: (ids, vectors)
+            )
+            assert index.search(vectors[3:4], 1)[0][0][0] == ids[3]
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "The search index could not be saved in /sys/kernel (Permission denied); searches work "
+        "without it, and it is rebuilt next time."
+    ]
 
 
 def test_empty_index_roundtrip(tmp_path: Path) -> None:

@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from visuallens_app.jobs import CancelToken, run_to_end
-from visuallens_app.library.indexer import index_folders
+from visuallens_app.library.indexer import IndexReport, index_folders
 from visuallens_app.library.search import PhotoSearch, index_name
 from visuallens_app.library.store import PhotoStore
 from visuallens_app.models.base import Encoder
@@ -303,10 +306,10 @@ def test_a_file_that_could_not_be_read_for_now_is_retried(
 
     real_read = decode._read
 
-    def denied(path: Path) -> bytes:
+    def denied(path: Path, expected_size: int | None = None) -> bytes:
         if path.name == "coffee.jpg":
             raise decode.DecodeError("permission denied", transient=True)
-        return real_read(path)
+        return real_read(path, expected_size)
 
     monkeypatch.setattr(decode, "_read", denied)
     report = _index(library_dir, encoder, photo_dir)
@@ -317,3 +320,100 @@ def test_a_file_that_could_not_be_read_for_now_is_retried(
     report = _index(library_dir, encoder, photo_dir)
     assert report.indexed == 1
     assert report.failed == []
+
+
+def _index_swapping(
+    library: Path, encoder: Encoder, root: Path, swap: Callable[[], None]
+) -> IndexReport:
+    """Index ``root``, calling ``swap`` once the scan is over and before anything is decoded.
+
+    Makes "the file changed between the scan and the decode" deterministic: the job yields its
+    first "index" progress after the scan and before it reads any photo.
+    """
+    with PhotoStore(library) as store:
+        job = index_folders(store, encoder, [root])
+        for progress in job:
+            if progress.stage == "index":
+                swap()
+                break
+        return run_to_end(job)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_photo_replaced_by_a_named_pipe_after_the_scan_does_not_hang(
+    library_dir: Path,
+    photo_dir: Path,
+    encoder: Encoder,
+    fifo_released_after_a_while: Callable[[Path], AbstractContextManager[None]],
+) -> None:
+    coffee = photo_dir / "coffee.jpg"
+
+    def swap() -> None:
+        coffee.unlink()
+        os.mkfifo(coffee)
+
+    with fifo_released_after_a_while(coffee):
+        report = _index_swapping(library_dir, encoder, photo_dir, swap)
+
+    assert report.indexed == 4
+    assert report.failed == [(str(coffee), "not a regular file (a named pipe)")]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_photo_replaced_by_a_link_to_dev_zero_after_the_scan_is_not_read(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    coffee = photo_dir / "coffee.jpg"
+
+    def swap() -> None:
+        coffee.unlink()
+        coffee.symlink_to("/dev/zero")
+
+    report = _index_swapping(library_dir, encoder, photo_dir, swap)
+
+    assert report.indexed == 4
+    assert report.failed == [(str(coffee), "not a regular file (a device)")]
+
+
+def test_a_photo_replaced_by_a_much_larger_file_after_the_scan_is_read_next_time(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    coffee = photo_dir / "coffee.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), np.uint8)
+
+    def swap() -> None:  # e.g. an editor exporting the full-size photo over the preview
+        Image.fromarray(noise).save(coffee, quality=100)
+        assert coffee.stat().st_size > 2 << 20
+
+    report = _index_swapping(library_dir, encoder, photo_dir, swap)
+
+    assert report.indexed == 4
+    assert report.failed == [
+        (str(coffee), "file changed since the scan (larger now); it is read next time")
+    ]
+    again = _index(library_dir, encoder, photo_dir)
+    assert (again.indexed, again.failed) == (1, [])
+
+
+def test_a_photo_with_damaged_exif_is_indexed_with_its_note_once(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "EOS R5 with a long model name"
+    whole = exif.tobytes()
+    with Image.open(photo_dir / "coffee.jpg") as coffee:
+        coffee.save(photo_dir / "coffee.jpg", quality=90, exif=whole[: len(whole) - 20])
+
+    report = _index(library_dir, encoder, photo_dir)
+
+    assert (report.indexed, report.failed) == (5, [])
+    assert report.notes == [
+        (
+            str(photo_dir / "coffee.jpg"),
+            "damaged EXIF data (Truncated File Read); some details may be missing",
+        )
+    ]
+    assert report.as_json()["notes"] == [
+        {"path": path, "note": note} for path, note in report.notes
+    ]

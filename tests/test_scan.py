@@ -128,6 +128,41 @@ def test_dangling_symlink_is_reported_not_fatal(photo_dir: Path) -> None:
     assert errors == [(photo_dir / "gone.jpg", "dangling symlink")]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_symlink_to_a_device_is_reported_as_not_a_regular_file(photo_dir: Path) -> None:
+    (photo_dir / "zero.jpg").symlink_to("/dev/zero")
+    errors: list[tuple[Path, str]] = []
+
+    found = list(scan_folders([photo_dir], on_error=lambda p, r: errors.append((p, r))))
+
+    assert len(found) == 5
+    assert errors == [(photo_dir / "zero.jpg", "not a regular file (a device)")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipes_and_device_links_with_photo_names_are_said_apart(photo_dir: Path) -> None:
+    os.mkfifo(photo_dir / "pipe.jpg")
+    os.mkfifo(photo_dir / "pipe.txt")  # not named like a photo: nothing to say
+    (photo_dir / "null.png").symlink_to(os.devnull)
+    errors: list[tuple[Path, str]] = []
+    special: list[tuple[Path, str]] = []
+
+    found = list(
+        scan_folders(
+            [photo_dir],
+            on_error=lambda p, r: errors.append((p, r)),
+            on_special=lambda p, r: special.append((p, r)),
+        )
+    )
+
+    assert len(found) == 5
+    assert errors == []
+    assert special == [
+        (photo_dir / "null.png", "not a regular file (a device)"),
+        (photo_dir / "pipe.jpg", "not a regular file (a named pipe)"),
+    ]
+
+
 def test_unreadable_folder_is_reported_and_the_scan_goes_on(
     photo_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,10 +182,17 @@ def run_job(
 
 
 def run_handler(args: argparse.Namespace) -> int:
-    """Call the command; user errors become one sentence on stderr and exit status 1."""
+    """Call the command; user errors become one sentence on stderr and exit status 1.
+
+    A reader that stopped early (``visuallens status | head -1``) ends the command quietly,
+    as it ends any Unix tool.
+    """
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a reader gone away is found here, not in Python's flush at exit
         return code
+    except BrokenPipeError:
+        return reader_gone()
     except (KeyboardInterrupt, Cancelled):
         print("visuallens: cancelled; everything indexed so far is kept.", file=sys.stderr)
         return 130
@@ -200,6 +207,24 @@ def run_handler(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def reader_gone() -> int:
+    """Stop writing to a closed pipe without a word, and exit as a tool stopped by SIGPIPE.
+
+    Python ignores SIGPIPE, so the write raised instead; stdout is pointed at the null device so
+    that the interpreter's own final flush does not fail again with "Exception ignored".
+    """
+    import os
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass
+    return 128 + int(getattr(signal, "SIGPIPE", 13))
 
 
 def write_crash_log() -> Path:

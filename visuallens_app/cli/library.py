@@ -93,6 +93,20 @@ def cmd_index(args: argparse.Namespace) -> int:
             lines.append(f"{report.reused_vectors} moved or duplicate photos kept their vectors.")
         for root in report.offline_roots:
             lines.append(f"Folder not reachable, its photos are kept and marked offline: {root}")
+        if report.not_files == 1:
+            lines.append(
+                "Skipped 1 item named like a photo that is not a file (a named pipe, device or "
+                "socket)."
+            )
+        elif report.not_files:
+            lines.append(
+                f"Skipped {report.not_files} items named like photos that are not files (named "
+                "pipes, devices, sockets)."
+            )
+        if report.notes:
+            n = len(report.notes)
+            lines.append(f"{n} photo{'s were' if n > 1 else ' was'} indexed with a note:")
+            lines.extend(f"  {path}: {note}" for path, note in report.notes)
         if report.failed:
             lines.append(f"{len(report.failed)} files could not be read:")
             lines.extend(f"  {path}: {reason}" for path, reason in report.failed)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import secrets
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def crc32_and_fsync(path: Path) -> int:
 
 def write_atomic(path: Path, data: bytes) -> None:
     # A unique name per writer: two threads rebuilding at once must not clobber each other.
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(TOKEN_HEX // 2)}.tmp")
     try:
         with tmp.open("wb") as f:
             f.write(data)
@@ -129,11 +130,28 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_files(directory: Path, name: str, *, keep: str) -> None:
-    """Delete index files of earlier (or interrupted) saves of ``name``; best effort."""
-    pattern = re.compile(rf"{re.escape(name)}\.[0-9a-f]{{{TOKEN_HEX}}}\.faiss(\.tmp)?")
-    for path in directory.iterdir():
-        if path.name != keep and pattern.fullmatch(path.name):
-            # Failure is fine (e.g. still open by another process on Windows): next save retries.
-            with contextlib.suppress(OSError):
+def remove_stale_files(
+    directory: Path, name: str, *, keep: str, older_than: float | None = None
+) -> None:
+    """Delete what earlier (or interrupted) saves of ``name`` left; best effort.
+
+    That is every index file but ``keep``, and the temporary files of index and manifest writes
+    that a kill -9 left behind. ``older_than`` (seconds) spares files changed more recently: at
+    load time another process may be in the middle of a save of its own.
+    """
+    pattern = re.compile(
+        rf"{re.escape(name)}\.(?:[0-9a-f]{{{TOKEN_HEX}}}\.faiss(?:\.tmp)?"
+        rf"|json\.[0-9a-f]{{{TOKEN_HEX}}}\.tmp)"
+    )
+    cutoff = None if older_than is None else time.time() - older_than
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        if path.name == keep or not pattern.fullmatch(path.name):
+            continue
+        # Failure is fine (e.g. still open by another process on Windows): next time retries.
+        with contextlib.suppress(OSError):
+            if cutoff is None or path.stat().st_mtime < cutoff:
                 path.unlink()

@@ -54,6 +54,9 @@ _KMEANS_ITERATIONS = 12
 _ADD_CHUNK = 65_536
 #: GPU faiss refuses k above this (CUDA selection kernels); over-fetching for ``exclude`` is capped.
 _GPU_MAX_K = 2048
+#: Files of a save untouched for this long belong to no save still running (writing even a
+#: million-vector index takes seconds); younger ones may be another process's save in progress.
+STALE_SAVE_SECONDS = 600
 
 
 class VectorIndex:
@@ -336,7 +339,8 @@ class VectorIndex:
 
         The index goes to a new uniquely named file (temp name, fsync, rename); the manifest that
         names it is replaced last. A crash before that leaves the previous pair intact; a crash
-        after leaves the new pair. Files of earlier saves are removed afterwards.
+        after leaves the new pair. Files of earlier saves are removed afterwards. Any failure to
+        write (disk full, read-only folder), faiss's own included, is an OSError.
         """
         cache_files.check_name(name)
         faiss = _faiss()
@@ -346,7 +350,10 @@ class VectorIndex:
         tmp = directory / f"{index_file}.tmp"
         try:
             with self._lock:
-                faiss.write_index(self._cpu, str(tmp))
+                try:
+                    faiss.write_index(self._cpu, str(tmp))
+                except RuntimeError as err:  # faiss reports a failed open or write this way
+                    raise OSError(_faiss_io_reason(err)) from err
                 manifest = {
                     "format_version": cache_files.FORMAT_VERSION,
                     "fingerprint": self._fingerprint,
@@ -436,6 +443,11 @@ class VectorIndex:
         ):
             logger.warning("Index file %s does not match its manifest; it will be rebuilt", path)
             return None
+        # A save killed midway left files no manifest names, and the index loads from now on:
+        # without this, nothing would ever remove them.
+        cache_files.remove_stale_files(
+            directory, name, keep=manifest.index_file, older_than=STALE_SAVE_SECONDS
+        )
         return cls(
             index,
             dim=manifest.dim,
@@ -507,13 +519,44 @@ class VectorIndex:
         try:
             index.save(directory, name)
         except OSError as err:
-            logger.warning(
-                "Could not save the index to %s (%s); it will be rebuilt next time", directory, err
-            )
+            _say_not_saved(Path(directory), err)
         return index
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+#: Folders already told about, so that a read-only or full disk is said once per process, not at
+#: every rebuild (the GUI rebuilds after each indexing batch).
+_unsaved_dirs: set[Path] = set()
+
+
+def _say_not_saved(directory: Path, err: OSError) -> None:
+    """Tell the user, once per folder, that the cache is not on disk and what that costs."""
+    level = logging.DEBUG if directory in _unsaved_dirs else logging.WARNING
+    _unsaved_dirs.add(directory)
+    reason = err.strerror or str(err) or type(err).__name__
+    logger.log(
+        level,
+        "The search index could not be saved in %s (%s); searches work without it, and it is "
+        "rebuilt next time.",
+        directory,
+        reason,
+    )
+
+
+def _faiss_io_reason(err: RuntimeError) -> str:
+    """The system's reason inside a faiss I/O error, e.g. "Permission denied".
+
+    faiss words them "Error in <function> at <file>: Error: 'f' failed: could not open <path>
+    for writing: Permission denied" or "... write error in <path>: 10 != 20 (No space left on
+    device)"; the path is already known to the caller.
+    """
+    message = " ".join(str(err).split())
+    if message.endswith(")") and "(" in message:
+        return message[message.rindex("(") + 1 : -1]
+    _, found, reason = message.rpartition(": ")
+    return reason if found and reason else message
 
 
 def _faiss() -> Any:

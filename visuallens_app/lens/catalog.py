@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
+import os
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from visuallens_app.errors import CatalogError
+from visuallens_app.lens.untrusted import (
+    BadLine,
+    check_path_text,
+    check_text,
+    expand_home,
+    parse_json_line,
+    shown,
+)
 from visuallens_app.settings import resources_dir
 
 log = logging.getLogger(__name__)
@@ -195,7 +203,12 @@ def load_catalog(folder: Path, name: str | None = None) -> CatalogLoad:
     CatalogError
         When the folder or its items file is missing or unreadable, or no line gives a valid item.
     """
-    folder = Path(folder).expanduser()
+    if "\x00" in os.fspath(folder):  # from a settings file: argv cannot hold one
+        raise CatalogError(f"The catalog folder {shown(os.fspath(folder), 200)} is not a path.")
+    try:
+        folder = expand_home(Path(folder))
+    except BadLine as err:
+        raise CatalogError(f"The catalog folder {folder} {err}.") from err
     if not folder.exists():
         raise CatalogError(f"The catalog folder {folder} does not exist.")
     if not folder.is_dir():
@@ -248,9 +261,9 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | Cata
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            value = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            yield number, CatalogProblem(number, "", f"not valid JSON ({exc.msg})")
+            value = parse_json_line(stripped)
+        except BadLine as bad:
+            yield number, CatalogProblem(number, "", str(bad))
             continue
         if not isinstance(value, dict):
             yield number, CatalogProblem(number, "", "not a JSON object ({...})")
@@ -301,7 +314,10 @@ def _text(line: int, name: str, value: object) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _SkipLine(CatalogProblem(line, name, "must be text"))
-    return " ".join(str(value).split()) or None
+    try:
+        return " ".join(check_text(str(value)).split()) or None
+    except BadLine as bad:  # what matching would fail to hash, refused here for everyone
+        raise _SkipLine(CatalogProblem(line, name, str(bad))) from None
 
 
 def _required(line: int, name: str, value: object) -> str:
@@ -331,7 +347,11 @@ def _rating(line: int, value: object) -> float | None:
         return None
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            too_large = f"a {len(str(abs(int(value))))}-digit number, far too large"
+            raise _SkipLine(CatalogProblem(line, "rating", too_large)) from None
     elif isinstance(value, str):
         cleaned = value.strip()
         if cleaned.count(",") == 1 and "." not in cleaned:
@@ -341,7 +361,8 @@ def _rating(line: int, value: object) -> float | None:
         except ValueError:
             number = None
     if number is None or not math.isfinite(number):
-        raise _SkipLine(CatalogProblem(line, "rating", f"{value!r} is not a number"))
+        given = f"'{shown(value)}'" if isinstance(value, str) else shown(value)
+        raise _SkipLine(CatalogProblem(line, "rating", f"{given} is not a number"))
     return number
 
 
@@ -349,14 +370,23 @@ def _images(line: int, value: object, root: Path, problems: list[CatalogProblem]
     """Resolve image paths inside ``root``; refuse escapes and missing files, keep the rest."""
     images: list[Path] = []
     for raw in _list(value, _IMAGE_SEPARATORS):
-        given = Path(raw.replace("\\", "/"))
-        resolved = (given if given.is_absolute() else root / given).resolve()
+        try:
+            given = Path(check_path_text(raw).replace("\\", "/"))
+        except BadLine as bad:  # no file has this name: the line is garbled, not the folder
+            raise _SkipLine(CatalogProblem(line, "images", str(bad))) from None
+        try:
+            resolved = (given if given.is_absolute() else root / given).resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            followed = f"'{shown(raw)}' cannot be followed (a symlink loop?), ignored"
+            problems.append(CatalogProblem(line, "images", followed))
+            continue
+        quoted = f"'{shown(raw)}'"
         if not resolved.is_relative_to(root):
             problems.append(
-                CatalogProblem(line, "images", f"'{raw}' is outside the catalog folder, ignored")
+                CatalogProblem(line, "images", f"{quoted} is outside the catalog folder, ignored")
             )
         elif not resolved.is_file():
-            problems.append(CatalogProblem(line, "images", f"'{raw}' does not exist, ignored"))
+            problems.append(CatalogProblem(line, "images", f"{quoted} does not exist, ignored"))
         elif resolved not in images:
             images.append(resolved)
     return images
@@ -367,6 +397,11 @@ def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
     name = _required(line, "name", values.get("name"))
     category = _required(line, "category", values.get("category"))
     tags = _list(values.get("tags"), _TAG_SEPARATORS)
+    for tag in tags:
+        try:
+            check_text(tag)
+        except BadLine as bad:
+            raise _SkipLine(CatalogProblem(line, "tags", str(bad))) from None
     rating = _rating(line, values.get("rating"))
     description = _text(line, "description", values.get("description"))
     if not description:

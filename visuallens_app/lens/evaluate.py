@@ -29,8 +29,8 @@ paper's baselines and ablations mapped onto :class:`~visuallens_app.lens.pipelin
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +56,14 @@ from visuallens_app.lens.pipeline import (
     training_examples,
 )
 from visuallens_app.lens.refine import AspectExample
+from visuallens_app.lens.untrusted import (
+    BadLine,
+    check_path_text,
+    check_text,
+    expand_home,
+    parse_json_line,
+    shown,
+)
 from visuallens_app.models.base import Encoder
 
 #: Every method :func:`evaluate` knows, in report order.
@@ -147,8 +155,11 @@ def load_benchmark(path: Path, *, min_history: int = PAPER_MIN_HISTORY) -> Bench
     BenchmarkError
         When the file is missing or unreadable, or no line gives a usable example.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
+    try:
+        path = expand_home(Path(path))
+    except BadLine as err:
+        raise BenchmarkError(f"The benchmark file {path} {err}.") from err
+    if "\x00" in os.fspath(path) or not path.is_file():
         raise BenchmarkError(f"The benchmark file {path} does not exist.")
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -185,9 +196,9 @@ def load_benchmark(path: Path, *, min_history: int = PAPER_MIN_HISTORY) -> Bench
 
 def _example(line: str, root: Path, min_history: int, notes: list[str]) -> BenchmarkExample:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise _Skip(f"not valid JSON ({err.msg})") from err
+        record = parse_json_line(line)
+    except BadLine as err:
+        raise _Skip(str(err)) from err
     if not isinstance(record, dict):
         raise _Skip("not a JSON object ({...})")
     ident = _string(record, "id")
@@ -203,8 +214,8 @@ def _example(line: str, root: Path, min_history: int, notes: list[str]) -> Bench
     history: list[Path] = []
     missing = 0
     for raw in history_raw:
-        resolved = _resolve(raw, root)
-        if resolved.is_file():
+        resolved = _resolve(raw, root, what="history photo")
+        if resolved is not None and resolved.is_file():
             history.append(resolved)
         else:
             missing += 1
@@ -235,7 +246,10 @@ def _example(line: str, root: Path, min_history: int, notes: list[str]) -> Bench
         truth_raw = [truth_raw]
     if not isinstance(truth_raw, list) or not truth_raw:
         raise _Skip("'ground_truth' must be a non-empty list of candidate ids")
-    truth = {str(t) for t in truth_raw}
+    try:
+        truth = {check_text(str(t)) for t in truth_raw}
+    except BadLine as err:
+        raise _Skip(f"'ground_truth': {err}") from err
     unknown = sorted(truth - ids)
     if unknown:
         notes.append(f"ground truth {', '.join(unknown[:3])} not among the candidates, ignored")
@@ -265,21 +279,24 @@ def _candidate(
         raise _Skip(f"candidate {position}: {skip.reason}") from None
     description = _string(raw, "description", required=False) or name
     tags_raw = raw.get("tags") or []
-    tags = (
-        tuple(str(t).strip() for t in tags_raw if str(t).strip())
-        if isinstance(tags_raw, list)
-        else ()
-    )
+    try:
+        tags = (
+            tuple(check_text(str(t)).strip() for t in tags_raw if str(t).strip())
+            if isinstance(tags_raw, list)
+            else ()
+        )
+    except BadLine as err:
+        raise _Skip(f"candidate '{shown(ident)}', tags: {err}") from err
     images: list[Path] = []
     images_raw = raw.get("images") or []
     if not isinstance(images_raw, list):
         images_raw = [images_raw]
     for image in images_raw:
-        resolved = _resolve(str(image), root)
-        if resolved.is_file():
+        resolved = _resolve(str(image), root, what=f"candidate '{shown(ident)}': image")
+        if resolved is not None and resolved.is_file():
             images.append(resolved)
         else:
-            notes.append(f"candidate '{ident}': image '{image}' not found, ignored")
+            notes.append(f"candidate '{shown(ident)}': image '{shown(image)}' not found, ignored")
     return CatalogItem(
         id=ident,
         name=name,
@@ -298,12 +315,32 @@ def _string(record: Mapping[str, object], key: str, *, required: bool = True) ->
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _Skip(f"'{key}' must be text")
-    return str(value).strip()
+    try:  # a lone surrogate would fail later, in matching.item_hash or when printed
+        return check_text(str(value)).strip()
+    except BadLine as err:
+        raise _Skip(f"'{key}': {err}") from err
 
 
-def _resolve(raw: str, root: Path) -> Path:
-    given = Path(raw.replace("\\", "/")).expanduser()
-    return given if given.is_absolute() else (root / given).resolve()
+def _resolve(raw: str, root: Path, *, what: str) -> Path | None:
+    """The absolute path of a photo named on a line; None when it cannot be followed.
+
+    A name no file can have (NUL, a lone surrogate, ``~nosuchuser``) skips the whole line: the
+    line is garbled, which a photo moved away is not.
+    """
+    try:
+        given = Path(check_path_text(raw).replace("\\", "/"))
+    except BadLine as err:
+        raise _Skip(f"{what} {err}") from err
+    try:
+        given = expand_home(given)
+    except BadLine as err:
+        raise _Skip(f"{what} '{shown(raw)}' {err}") from err
+    if given.is_absolute():
+        return given
+    try:
+        return (root / given).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return None
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -14,14 +14,19 @@ import io
 import math
 import os
 import re
+import stat
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image, UnidentifiedImageError
+
+from visuallens_app.library.scan import not_a_regular_file
 
 T = TypeVar("T")
 
@@ -32,6 +37,11 @@ MAX_PIXELS = 200_000_000
 
 #: Files larger than this are refused before being read into memory (read once, hashed, decoded).
 MAX_FILE_BYTES = 1 << 30
+
+#: How much larger than the scan saw it a file may be when it is read. A photo rewritten in
+#: place (new metadata) grows a little; one that grew more was replaced or is still being
+#: written, and is left for the next run, which sees its new size.
+READ_MARGIN_BYTES = 1 << 20
 
 # ImageFile.LOAD_TRUNCATED_IMAGES is deliberately left False: a truncated photo is reported, not
 # indexed with a grey bottom half.
@@ -118,6 +128,7 @@ class DecodedPhoto:
     content_hash: str  # hex blake2b-128 of the file bytes: a moved photo keeps its vector
     meta: PhotoMeta
     format: str  # Pillow's format name: "JPEG", "PNG", "HEIF", ...
+    note: str | None = None  # what is wrong with a photo that still decoded (damaged EXIF)
 
 
 _heif_lock = threading.Lock()
@@ -143,7 +154,9 @@ def _register_heif() -> None:
         _heif_registered = True
 
 
-def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> DecodedPhoto:
+def decode_photo(
+    path: Path, *, target: int = 224, thumb_size: int = 256, expected_size: int | None = None
+) -> DecodedPhoto:
     """Decode the photo at ``path`` for indexing, reading the file once.
 
     Parameters
@@ -153,13 +166,16 @@ def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> Dec
         if smaller), about ``max(target, thumb_size)``. The encoder does its own final resize/crop.
     thumb_size
         ``thumbnail`` fits in a square of this side.
+    expected_size
+        The size the scan saw: at most :data:`READ_MARGIN_BYTES` more is read, so a file that
+        was replaced or keeps growing is not read without end (a transient DecodeError).
 
     Raises
     ------
     DecodeError
         For any file that is not a decodable photo, with a one-line reason.
     """
-    data = _read(path)
+    data = _read(path, expected_size)
     content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
     kind = _sniff(data)
     try:
@@ -178,17 +194,18 @@ def decode_photo(path: Path, *, target: int = 224, thumb_size: int = 256) -> Dec
         raise DecodeError(_reason(error, kind)) from error
 
 
-def _read(path: Path) -> bytes:
-    """The file's bytes, or a DecodeError saying in words why they cannot be read."""
+def _read(path: Path, expected_size: int | None = None) -> bytes:
+    """The file's bytes, or a DecodeError saying in words why they cannot be read.
+
+    The file may have changed since the scan: a named pipe put in its place would block a
+    plain open() until some writer appears, and a device (a symlink to /dev/zero) would be read
+    until memory runs out. So the path is opened without blocking, and what was opened, not
+    the path, is checked to be a regular file before a byte is read. Even then no more is read
+    than the scan saw plus :data:`READ_MARGIN_BYTES`, and never more than :data:`MAX_FILE_BYTES`
+    (a file still being written, or one a file system reports too small, such as /proc's).
+    """
     try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise DecodeError(
-                    f"file too large: {size / (1 << 20):.0f} MB exceeds the "
-                    f"{MAX_FILE_BYTES >> 20} MB limit"
-                )
-            data = file.read()
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError as error:
         raise DecodeError(
             "file vanished (moved or deleted since the scan)", transient=True
@@ -201,9 +218,51 @@ def _read(path: Path) -> bytes:
         raise DecodeError(
             f"cannot read the file: {error.strerror or error}", transient=True
         ) from error
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise DecodeError("a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError(not_a_regular_file(info.st_mode))
+        limit = MAX_FILE_BYTES
+        if expected_size is not None:
+            limit = min(limit, max(0, expected_size) + READ_MARGIN_BYTES)
+        if info.st_size > limit:
+            raise _too_big(info.st_size, limit)
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read(limit + 1)  # one byte more tells "exactly at the limit" from "beyond"
+        if len(data) > limit:
+            raise _too_big(len(data), limit)
+    except OSError as error:
+        raise DecodeError(
+            f"cannot read the file: {error.strerror or error}", transient=True
+        ) from error
+    finally:
+        os.close(fd)
     if not data:
         raise DecodeError("empty file")
     return data
+
+
+#: Open for reading without waiting for a writer (named pipes) and without a controlling
+#: terminal (tty devices); O_NONBLOCK changes nothing for the regular files that are then read.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _too_big(size: int, limit: int) -> DecodeError:
+    if limit < MAX_FILE_BYTES:
+        return DecodeError(
+            "file changed since the scan (larger now); it is read next time", transient=True
+        )
+    return DecodeError(
+        f"file too large: {size / (1 << 20):.0f} MB exceeds the {MAX_FILE_BYTES >> 20} MB limit"
+    )
 
 
 def _sniff(data: bytes) -> str | None:
@@ -223,13 +282,17 @@ def _decode(
 ) -> DecodedPhoto:
     if kind == "HEIF":
         _register_heif()
+    notes: list[str] = []
     # Image.open reads only the header: size, mode and EXIF are known before any pixel is decoded.
-    with Image.open(io.BytesIO(data)) as opened:
+    with _metadata_warnings(notes):
+        opened = Image.open(io.BytesIO(data))
+    with opened:
         width, height = opened.size
         if width * height > MAX_PIXELS:
             raise DecodeError(_too_large(width, height))
         fmt = opened.format or kind or "image"
-        meta = read_meta(opened)
+        with _metadata_warnings(notes):
+            meta = read_meta(opened)
         needed = max(target, thumb)
         # JPEG only (a no-op elsewhere): decode at 1/2, 1/4 or 1/8 scale, chosen by the decoder
         # so that both sides stay >= needed, and go straight to RGB from YCbCr.
@@ -237,7 +300,8 @@ def _decode(
         opened.load()
         # Some decoders turn the photo upright themselves (Pillow's TIFF plugin, pillow_heif)
         # and then drop the tag, so what is still to do is read after load, not from `meta`.
-        pending = _orientation(opened.getexif()) or 1
+        with _metadata_warnings(notes):
+            pending = _orientation(opened.getexif()) or 1
         image: Image.Image = opened
         if image.mode not in _RESIZABLE_MODES:
             image = _to_rgb(image)  # palette and 16-bit data cannot be resampled as they are
@@ -252,7 +316,44 @@ def _decode(
             width, height = height, width
     thumbnail = image.copy()
     thumbnail.thumbnail((thumb, thumb), Image.Resampling.BICUBIC, reducing_gap=None)
-    return DecodedPhoto(image, thumbnail, width, height, content_hash, meta, fmt)
+    note = None
+    if notes:
+        note = f"damaged EXIF data ({notes[0]}); some details may be missing"
+    return DecodedPhoto(image, thumbnail, width, height, content_hash, meta, fmt, note)
+
+
+_warnings_lock = threading.Lock()
+
+
+@contextmanager
+def _metadata_warnings(notes: list[str]) -> Iterator[None]:
+    """Collect what Pillow warns about a photo's damaged metadata into ``notes``.
+
+    Pillow reports a cut or garbled EXIF block with ``warnings.warn`` ("Truncated File Read",
+    "Possibly corrupt EXIF data..."), lines on stderr that name no file; the photo itself is
+    fine. The warnings filters are process-wide, so this holds a lock, and is only wrapped
+    around header and EXIF parsing (microseconds), never around the pixel decode. Warnings that
+    other threads raise meanwhile are caught too, and raised again afterwards.
+    """
+    with _warnings_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every file's warning, not only the first one's
+        try:
+            yield
+        finally:
+            mine = [w for w in caught if _is_metadata_warning(w)]
+            others = [w for w in caught if not _is_metadata_warning(w)]
+    for message in mine:
+        text = " ".join(str(message.message).split()).rstrip(".")
+        text = text if len(text) <= 100 else text[:99] + "…"
+        if text not in notes:
+            notes.append(text)
+    for other in others:
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+
+
+def _is_metadata_warning(caught: warnings.WarningMessage) -> bool:
+    """A UserWarning raised inside Pillow (its decompression-bomb warning is a RuntimeWarning)."""
+    return issubclass(caught.category, UserWarning) and "PIL" in Path(caught.filename).parts
 
 
 #: Modes Pillow resamples directly; anything else is converted to RGB(A) first.

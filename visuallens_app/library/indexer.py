@@ -42,6 +42,8 @@ class IndexReport:
     reused_vectors: int = 0  # moved/renamed/duplicate photos that kept their vector
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     offline_roots: list[str] = field(default_factory=list)
+    not_files: int = 0  # named like photos, but pipes, devices or sockets: never read
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but...
     cancelled: bool = False
 
     def as_json(self) -> dict[str, object]:
@@ -52,6 +54,8 @@ class IndexReport:
             "reused_vectors": self.reused_vectors,
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "offline_roots": self.offline_roots,
+            "not_files": self.not_files,
+            "notes": [{"path": p, "note": n} for p, n in self.notes],
             "encoder": self.encoder,
             "cancelled": self.cancelled,
         }
@@ -67,7 +71,7 @@ class _Decoded:
 
 def _decode(file: ScannedFile, target: int, thumbnails: ThumbnailCache) -> _Decoded:
     try:
-        photo = decode_photo(file.path, target=target)
+        photo = decode_photo(file.path, target=target, expected_size=file.size)
     except DecodeError as err:
         return _Decoded(file, None, str(err), err.transient)
     if not thumbnails.has(photo.content_hash):
@@ -157,10 +161,13 @@ def index_folders(
             scan_errors.append((display_path(path), why))
             unlisted.append(path_to_db(path) + os.sep)
 
+        def on_special(path: Path, why: str) -> None:
+            report.not_files += 1
+
         todo: list[ScannedFile] = []
         present: set[str] = set()
         found_under: dict[Path, int] = dict.fromkeys(walked, 0)
-        for file in scan_folders(walked, cancel=cancel, on_error=on_error):
+        for file in scan_folders(walked, cancel=cancel, on_error=on_error, on_special=on_special):
             key = path_to_db(file.fspath)
             present.add(key)
             found_under[file.root] += 1
@@ -252,6 +259,8 @@ def _write(
                 failures.append(Failure(file.path, file.root, file.size, file.mtime_ns, reason))
             continue
         photo = item.photo
+        if photo.note is not None:  # said once: an unchanged photo is not decoded again
+            report.notes.append((display_path(file.path), photo.note))
         photos.append(
             NewPhoto(
                 path=file.path,

@@ -132,6 +132,7 @@ def scan_folders(
     *,
     cancel: CancelToken | None = None,
     on_error: OnError | None = None,
+    on_special: OnError | None = None,
 ) -> Iterator[ScannedFile]:
     """Yield every image file under ``roots``, recursively, in a deterministic order.
 
@@ -154,8 +155,13 @@ def scan_folders(
         Called with ``(path, reason)`` for what had to be skipped although it may hold photos:
         unreadable folders, dangling symlinks with an image suffix, files that vanished
         mid-scan. The scan itself never stops for these.
+    on_special
+        Called with ``(path, reason)`` for an item named like a photo that is no file at all:
+        a named pipe, a device or a socket, or a symlink to one. Never read (a pipe would block,
+        /dev/zero never ends); defaults to ``on_error``.
     """
     report: OnError = on_error if on_error is not None else _ignore
+    special: OnError = on_special if on_special is not None else report
     visited: set[tuple[int, int]] = set()
     by_name = attrgetter("name")
     suffixes = IMAGE_SUFFIXES
@@ -207,11 +213,32 @@ def scan_folders(
                             continue  # a loop, or a second way into a folder already walked
                         visited.add(key)
                         subfolders.append(Path(entry.path))
-                    elif is_image_name and entry.is_symlink():
-                        report(Path(entry.path), "dangling symlink")
+                    elif is_image_name:
+                        # Named like a photo, neither file nor folder: a link to nothing, or
+                        # (through a link or not) a pipe, device or socket.
+                        path = entry.path
+                        try:
+                            mode = os.stat(path).st_mode
+                        except FileNotFoundError:
+                            report(Path(path), "dangling symlink")
+                        else:
+                            special(Path(path), not_a_regular_file(mode))
                 except OSError as error:
                     report(Path(entry.path), _describe(error))
             pending.extend(reversed(subfolders))
+
+
+def not_a_regular_file(mode: int) -> str:
+    """The reason given for a named pipe, device or socket found where a photo was expected."""
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    else:
+        kind = "neither a file nor a folder"
+    return f"not a regular file ({kind})"
 
 
 def _ignore(path: Path, reason: str) -> None:
