@@ -7,7 +7,7 @@ PHOTOS ?=
 # torch and torchvision come from wheels on this disk (pip takes them without a big download).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test lint typecheck contracts unit bench screenshots package clean
+.PHONY: run test lint typecheck contracts unit bench screenshots package clean system-libs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# Qt's X11 plugin needs system libraries that PySide6 does not ship: installed when possible
+# (root or sudo), otherwise the one command to run is printed.
+system-libs: $(STAMP)
+	@$(BIN)/python -m visuallens_app.gui.system_libs --install
+
+run: $(STAMP) system-libs
 	@if [ -n "$(PHOTOS)" ]; then $(BIN)/visuallens-app "$(PHOTOS)"; else $(BIN)/visuallens-app; fi
 
 lint: $(STAMP)
@@ -29,7 +34,7 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+unit: $(STAMP) system-libs
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 test: lint typecheck contracts unit

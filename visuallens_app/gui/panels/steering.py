@@ -151,9 +151,9 @@ class SteeringPanel(Panel):
         self.alpha.setRange(-100.0, 100.0)
         self.alpha.setSingleStep(0.5)
         self.alpha.setValue(4.0)
-        self.mask = QComboBox()
+        self.mask_choice = QComboBox()
         for value, label in MASKS:
-            self.mask.addItem(label, value)
+            self.mask_choice.addItem(label, value)
         self.prefill = QCheckBox("Prefill only (the paper)")
         self.prefill.setChecked(True)
         self.ask_button = QPushButton("Ask")
@@ -175,7 +175,7 @@ class SteeringPanel(Panel):
         knobs.addWidget(self.layer)
         knobs.addWidget(QLabel("alpha"))
         knobs.addWidget(self.alpha)
-        knobs.addWidget(self.mask)
+        knobs.addWidget(self.mask_choice)
         knobs.addWidget(self.prefill)
         knobs.addStretch(1)
         knobs.addWidget(self.ask_button)
@@ -395,7 +395,7 @@ class SteeringPanel(Panel):
         options = [o.strip() for o in self.options.text().split(",") if o.strip()]
         image, vector = self.image, self.vector
         layer, alpha = self.layer.value(), self.alpha.value()
-        mask = str(self.mask.currentData())
+        mask = str(self.mask_choice.currentData())
         during = "prefill" if self.prefill.isChecked() else "generation"
         self.unsteered.clear()
         self.steered.clear()
@@ -471,7 +471,7 @@ class SteeringPanel(Panel):
         if not bench:
             self.status.setText("Choose a benchmark file to sweep on.")
             return
-        vector, mask = self.vector, str(self.mask.currentData())
+        vector, mask = self.vector, str(self.mask_choice.currentData())
         layers_text, alphas_text = self.sweep_layers.text().strip(), self.sweep_alphas.text()
         out_dir = cache_dir() / "steering" / "sweeps" / Path(bench).stem
 
@@ -507,8 +507,10 @@ class SteeringPanel(Panel):
             self.sweep_progress.setFormat(f"{progress.done}/{progress.total} {progress.unit}")
 
     def _cell_position(self, layer: int, alpha: float) -> tuple[int, int]:
-        rows = [self.grid.verticalHeaderItem(r).text() for r in range(self.grid.rowCount())]
-        cols = [self.grid.horizontalHeaderItem(c).text() for c in range(self.grid.columnCount())]
+        vertical = (self.grid.verticalHeaderItem(r) for r in range(self.grid.rowCount()))
+        horizontal = (self.grid.horizontalHeaderItem(c) for c in range(self.grid.columnCount()))
+        rows = [item.text() if item is not None else "" for item in vertical]
+        cols = [item.text() if item is not None else "" for item in horizontal]
         row_key, col_key = f"layer {layer}", f"α {alpha:g}"
         if row_key not in rows:
             self.grid.insertRow(self.grid.rowCount())
