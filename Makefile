@@ -34,7 +34,8 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP) system-libs
+unit: $(STAMP)
+	@$(BIN)/python -m visuallens_app.gui.system_libs --install --xvfb
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 test: lint typecheck contracts unit

@@ -6,7 +6,8 @@ naming ``libxcb-cursor0`` at best and never ``libxcb-icccm4`` or ``libxcb-keysym
 ``python -m visuallens_app.gui.system_libs`` runs ``ldd`` on the plugin, names every missing
 library and the Debian package that provides it, and with ``--install`` installs them with
 ``apt-get`` (as root, or through ``sudo -n``); otherwise it prints the one command to run.
-``make run`` calls it first. Nothing here imports Qt's GUI modules (only PySide6's location).
+``make run`` calls it first; ``make test`` also passes ``--xvfb`` (Xvfb, for the test that opens
+a window through the xcb plugin). Nothing here imports Qt's GUI modules (only PySide6's location).
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def install(packages: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when the window can open (after installing with ``--install``), else 1."""
     args = list(sys.argv[1:] if argv is None else argv)
+    wants_xvfb = "--xvfb" in args and shutil.which("xvfb-run") is None
+    # Only the tests need a virtual X screen (the xcb window test); never fatal.
+    if wants_xvfb and _installer() is not None and not install(["xvfb", "xauth"]):
+        print("Could not install Xvfb; the test of the xcb window is skipped.", file=sys.stderr)
     missing = missing_libraries()
     if not missing:
         return 0
