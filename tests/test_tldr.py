@@ -19,6 +19,17 @@ from visuallens_app.tldr.labels import (
     write_records,
 )
 from visuallens_app.tldr.lexicon import tokenize
+from visuallens_app.tldr.metrics import (
+    HallucinationRates,
+    ScoredResponse,
+    average_precision,
+    evaluate_scored,
+    hallucination_rates,
+    response_accuracy,
+    sentence_accuracy,
+    sentence_ids,
+    token_accuracy,
+)
 from visuallens_app.tldr.perturb import CATEGORIES, check_edit, perturb, perturb_file
 
 # -- perturbations and labels --------------------------------------------------------------------
@@ -146,3 +157,62 @@ def test_a_malformed_record_line_is_one_sentence_and_nothing_else_is_lost(tmp_pa
 def test_unknown_category_is_one_sentence() -> None:
     with pytest.raises(VisualLensError, match=r"^Unknown category 'colour'; choose from .*\.$"):
         perturb("A cat.", "colour")
+
+
+# -- metrics, on hand-computed examples ----------------------------------------------------------
+
+
+def _two_responses() -> list[ScoredResponse]:
+    return [
+        ScoredResponse(
+            ["A", "cat", ".", "A", "dog", "."],
+            [1, 1, 1, 1, 0, 1],
+            [0.9, 0.8, None, 0.7, 0.3, None],
+            "object",
+        ),
+        ScoredResponse(["Two", "cups", "."], [0, 1, 1], [0.6, 0.4, None], "counting"),
+    ]
+
+
+def test_accuracies_split_sentences_at_periods() -> None:
+    responses = _two_responses()
+    assert sentence_ids(["A", "cat", ".", "A", "dog", ".", "Hi"]) == [0, 0, 0, 1, 1, 1, 2]
+    # 6/6 right in the first response; in the second "Two" (bad, 0.6) and "cups" (good, 0.4) wrong.
+    assert token_accuracy(responses) == pytest.approx(7 / 9)
+    # The second response's one sentence is bad and predicted bad (for the wrong token): right.
+    assert sentence_accuracy(responses) == 1.0
+    assert response_accuracy(responses) == 1.0
+    # With the threshold at 0.35 "dog" (0.3) is still flagged, "cups" (0.4) no longer.
+    assert token_accuracy(responses, threshold=0.35) == pytest.approx(8 / 9)
+    assert response_accuracy(responses, threshold=0.25) == 0.0
+
+
+def test_map_on_the_bad_and_the_good_class() -> None:
+    responses = _two_responses()
+    # Bad class by 1 - P: dog 0.7 (bad), cups 0.6 (good), Two 0.4 (bad): (1/1 + 2/3) / 2.
+    assert average_precision(responses, BAD) == pytest.approx((1 + 2 / 3) / 2)
+    # Good class by P: the three unchecked (1.0) and 0.9, 0.8, 0.7 are all good (recall 6/7 at
+    # precision 1), then 0.6 (bad), then 0.4 (good: precision 7/8).
+    assert average_precision(responses, GOOD) == pytest.approx(6 / 7 + (1 / 7) * (7 / 8))
+    assert average_precision(responses[:1][:0], BAD) is None
+
+
+def test_hallucination_rates_at_token_sentence_and_response_level() -> None:
+    responses = _two_responses()
+    rates = hallucination_rates([(r.tokens, r.labels) for r in responses])
+    assert rates == HallucinationRates(token=2 / 9, sentence=2 / 3, response=1.0)
+    clean = hallucination_rates([(["A", "cat", "."], [1, 1, 1]), (["A", "dog"], [1, 0])])
+    assert clean == HallucinationRates(token=1 / 5, sentence=1 / 2, response=1 / 2)
+
+
+def test_metrics_report_per_category() -> None:
+    report = evaluate_scored(_two_responses())
+    assert list(report.per_category) == ["object", "counting"]
+    counting = report.per_category["counting"]
+    assert counting.token_accuracy == pytest.approx(1 / 3)
+    assert counting.map_bad == pytest.approx(1 / 2)  # "cups" 0.6 outranks "Two" 0.4
+    assert report.overall.checked_share == pytest.approx(6 / 9)
+    assert report.overall.bad_checked_share == 1.0
+    data = report.as_json()
+    assert data["overall"]["response_accuracy"] == 1.0  # type: ignore[index]
+    assert "A_T" in report.table()
