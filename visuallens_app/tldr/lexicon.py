@@ -203,7 +203,18 @@ def find_phrases(tokens: list[Token], lexicon: Lexicon | None = None) -> list[Ph
     add(_quoted(tokens))
     add(_match_phrases(words, lex.spatial, "spatial"))
     objects = []
-    for p in _match_phrases(words, lex.objects, "object"):
+    matches = _match_phrases(words, lex.objects, "object")
+    starts = {p.first for p in matches}
+    for p in matches:
+        # "an orange spacesuit", "a glass bowl": a word both object and attribute, before an
+        # object, is the attribute.
+        if p.last in starts and p.last - p.first == 1:
+            kind = (
+                "colour" if p.key in lex.colours else "material" if p.key in lex.materials else ""
+            )
+            if kind:
+                add([Phrase(kind, p.first, p.last, p.key)])
+                continue
         singular = lex.objects[p.key][0]
         objects.append(Phrase("object", p.first, p.last, singular, plural=p.key != singular))
     add(objects)

@@ -158,7 +158,8 @@ def _binding(tokens: list[Token], phrases: list[Phrase], lex: Lexicon) -> list[l
     return proposals
 
 
-def _object_swap(tokens: list[Token], p: Phrase, choice: str, lex: Lexicon) -> list[Edit]:
+def swap_object(tokens: list[Token], p: Phrase, choice: str, lex: Lexicon) -> list[Edit]:
+    """The edits that put object ``choice`` in place of ``p`` (plural and article agreeing)."""
     word = lex.plural(choice) if p.plural else choice
     first = p.first
     if first > 0 and tokens[first - 1].text.lower() in ("a", "an") and not p.plural:
@@ -183,7 +184,7 @@ def _object(tokens: list[Token], phrases: list[Phrase], lex: Lexicon) -> list[li
             continue
         near, far = lex.object_alternatives(p.key)
         for choice in _rotate(near, p.key)[:3] + _rotate(far, p.key)[:1]:
-            proposals.append(_object_swap(tokens, p, choice, lex))
+            proposals.append(swap_object(tokens, p, choice, lex))
     return proposals
 
 
@@ -246,7 +247,7 @@ def _small_object(tokens: list[Token], phrases: list[Phrase], lex: Lexicon) -> l
         proposals += _counting_edits(tokens, phrases, lex, only=p)
         near, _ = lex.object_alternatives(p.key)
         small_near = [w for w in near if w in lex.small] or near
-        proposals += [_object_swap(tokens, p, c, lex) for c in small_near[:2]]
+        proposals += [swap_object(tokens, p, c, lex) for c in small_near[:2]]
     return proposals
 
 
@@ -549,4 +550,5 @@ __all__ = [
     "check_edit",
     "perturb",
     "perturb_file",
+    "swap_object",
 ]
