@@ -6,10 +6,18 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import sample_image
+from PIL import Image
 
 from visuallens_app.errors import VisualLensError
 from visuallens_app.jobs import run_to_end
+from visuallens_app.models.base import Encoder
+from visuallens_app.models.registry import load_encoder
+from visuallens_app.tldr.detector import TokenScores
+from visuallens_app.tldr.grounding import GroundingDetector, load_calibration
+from visuallens_app.tldr.inputs import MAX_WORDS, TldrInputError, open_image
 from visuallens_app.tldr.labels import (
     BAD,
     GOOD,
@@ -216,3 +224,229 @@ def test_metrics_report_per_category() -> None:
     data = report.as_json()
     assert data["overall"]["response_accuracy"] == 1.0  # type: ignore[index]
     assert "A_T" in report.table()
+
+
+# -- the grounding detector on real photos ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return load_encoder("embedded", device="cpu").encoder
+
+
+@pytest.fixture(scope="module")
+def detector(encoder: Encoder) -> GroundingDetector:
+    return GroundingDetector(encoder)
+
+
+#: photo -> (the main object, two captions about it, with {} where the object goes).
+PHOTO_CAPTIONS = {
+    "chelsea": ("cat", ["A {} with green eyes stares ahead.", "A close-up of a {} indoors."]),
+    "coffee": ("cup", ["A {} of espresso on a red saucer.", "A {} standing on a wooden table."]),
+    "motorcycle_left": (
+        "motorcycle",
+        ["A red {} parked in a garage.", "A {} with a black seat and chrome wheels."],
+    ),
+    "camera": ("tripod", ["A man standing behind a {} in a field.", "A {} stands on the grass."]),
+    "rocket": ("rocket", ["A {} on the launch pad at night.", "A tall {} under a dark blue sky."]),
+}
+WRONG_OBJECTS = ("dog", "car", "chair", "pizza")
+#: A near miss per photo, the hard case: a similar object the photo does not show.
+NEAR_MISS = {
+    "chelsea": "fox",
+    "coffee": "bowl",
+    "motorcycle_left": "bicycle",
+    "camera": "lamp",
+    "rocket": "tower",
+}
+
+
+def _p_of(scores: TokenScores, word: str, sentence: int) -> float:
+    """P(good) of ``word`` in the ``sentence``-th sentence of the scored text."""
+    seen = -1
+    for token in scores.tokens:
+        if token.text.lower() == word:
+            seen += 1
+            if seen == sentence:
+                assert token.checked
+                assert token.p_good is not None
+                return token.p_good
+    raise AssertionError(f"{word!r} not in {scores.response!r}")
+
+
+def test_swapping_the_main_object_lowers_its_p_good(
+    detector: GroundingDetector, sample_images: dict[str, Image.Image]
+) -> None:
+    wins = pairs = 0
+    for photo, (right, templates) in PHOTO_CAPTIONS.items():
+        image = sample_images[photo] if photo in sample_images else sample_image(photo)
+        for template in templates:
+            # Sentences are scored one by one (each against its own variants), so one text
+            # holding the right sentence and each wrong one is the same as separate calls.
+            wrongs = [w for w in (*WRONG_OBJECTS, NEAR_MISS[photo]) if w != right]
+            text = " ".join(template.format(w) for w in [right, *wrongs])
+            scores = detector.score(image, "", text)
+            p_right = _p_of(scores, right, 0)
+            for wrong in wrongs:
+                pairs += 1
+                wins += p_right > _p_of(scores, wrong, 0)
+    share = wins / pairs
+    print(f"right object above the wrong one in {wins}/{pairs} pairs ({share:.0%})")
+    assert pairs >= 30
+    assert share >= 0.7
+
+
+def test_the_heatmap_of_an_object_lies_on_it(
+    encoder: Encoder, sample_images: dict[str, Image.Image]
+) -> None:
+    detector = GroundingDetector(encoder, heatmaps=True)
+    # Boxes marked by hand on the full-size photos: (left, top, right, bottom).
+    cases = [
+        (
+            "motorcycle_left",
+            "A red motorcycle parked in a garage.",
+            "motorcycle",
+            (90, 60, 650, 430),
+        ),
+        ("coffee", "A cup of espresso on a saucer.", "cup", (60, 0, 460, 340)),
+        ("camera", "A tripod stands on the grass.", "tripod", (180, 140, 400, 512)),
+    ]
+    for photo, text, word, (left, top, right, bottom) in cases:
+        image = sample_images[photo] if photo in sample_images else sample_image(photo)
+        scores = detector.score(image, "", text)
+        index = next(i for i, t in enumerate(scores.tokens) if t.text == word)
+        heatmap = scores.heatmaps[index]
+        assert heatmap.shape == (image.height, image.width)
+        assert heatmap.dtype == np.float32
+        assert float(heatmap.min()) >= 0.0
+        assert float(heatmap.max()) <= 1.0
+        inside = float(heatmap[top:bottom, left:right].sum()) / float(heatmap.sum())
+        area = (right - left) * (bottom - top) / (image.width * image.height)
+        print(f"{photo}: {inside:.0%} of the {word!r} heatmap in a box of {area:.0%} of the photo")
+        assert inside > 0.5
+        assert inside > area
+
+
+def test_words_the_encoder_cannot_judge_are_reported_unchecked(
+    detector: GroundingDetector, sample_images: dict[str, Image.Image]
+) -> None:
+    text = "A red cat sits to the left of two small cups."
+    scores = detector.score(sample_images["chelsea"], "", text)
+    by_word = {t.text: t for t in scores.tokens}
+    for word in ("red", "left", "two", "small", "sits", "."):
+        assert not by_word[word].checked
+        assert by_word[word].p_good is None
+        assert not by_word[word].flagged()
+    assert by_word["cat"].checked
+    assert by_word["cups"].checked
+    assert by_word["cat"].p_good > by_word["cups"].p_good  # type: ignore[operator]
+    data = scores.as_json()
+    assert [t["text"] for t in data["tokens"]][:3] == ["A", "red", "cat"]  # type: ignore[index]
+    assert all(text[t.start : t.end] == t.text for t in scores.tokens)
+
+
+def test_bad_input_is_one_sentence_each(
+    detector: GroundingDetector, sample_images: dict[str, Image.Image], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with pytest.raises(TldrInputError) as err:
+        open_image(broken)
+    assert str(err.value) == f"{broken} is not an image this app can read."
+    with pytest.raises(TldrInputError, match=r"^The text is empty: .*\.$"):
+        detector.score(sample_images["chelsea"], "", "   ")
+    foreign = detector.score(sample_images["chelsea"], "", "Кошка сидит на диване.")
+    assert not any(t.checked for t in foreign.tokens)
+    assert len(foreign.tokens) == 5
+    assert len(foreign.warnings) == 1
+    assert foreign.warnings[0].count(". ") == 0
+    long_text = "A cat sleeps. " + "and " * 10_000
+    scores = detector.score(sample_images["chelsea"], "", long_text)
+    assert len(scores.tokens) == 10_004  # nothing lost: the rest is reported, unchecked
+    assert scores.tokens[1].checked
+    assert not any(t.checked for t in scores.tokens[MAX_WORDS:])
+    assert scores.warnings == (
+        "The text has 10004 words; only the first 512 were checked and the rest is reported "
+        "as not checked.",
+    )
+
+
+def test_the_shipped_calibration_belongs_to_the_embedded_encoder(encoder: Encoder) -> None:
+    calibration = load_calibration(encoder.id)
+    assert calibration.fitted
+    assert calibration.slope > 0  # a larger margin is more likely good
+    assert not load_calibration("some-other-encoder").fitted
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from visuallens_app.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_perturb_score_and_eval(
+    library_dir: Path,
+    tmp_path: Path,
+    sample_images: dict[str, Image.Image],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sample_images["chelsea"].save(tmp_path / "cat.jpg")
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text(
+        json.dumps({"id": "c1", "image": "cat.jpg", "caption": "A cat sits on a red blanket."})
+        + "\n{oops\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "labelled.jsonl"
+    code, stdout, stderr = _cli(
+        capsys, "tldr", "perturb", str(captions), "-o", str(out), "--categories", "object",
+        "attribute", "--per-caption", "2", "--json",
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["written"] == {"object": 2, "attribute": 2}
+    assert stderr.strip().splitlines() == [
+        f"visuallens: {captions}: line 2: not valid JSON (Expecting property name enclosed in "
+        "double quotes)"
+    ]
+    common = ["--encoder", "embedded", "--device", "cpu"]
+    heat = tmp_path / "heat"
+    code, stdout, _ = _cli(
+        capsys, "tldr", "score", str(tmp_path / "cat.jpg"), "A dog on a sofa.", "--json",
+        "--heatmaps", str(heat), *common,
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(stdout)
+    assert [t["text"] for t in data["tokens"]] == ["A", "dog", "on", "a", "sofa", "."]
+    assert set(data["tokens"][1]) == {"text", "start", "end", "p_good", "checked", "flagged"}
+    assert data["tokens"][1]["flagged"] is True
+    assert len(list(heat.glob("*.png"))) == 2
+    code, stdout, _ = _cli(capsys, "tldr", "eval", str(out), "--json", *common)
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["overall"]["responses"] == 5
+    assert set(report["per_category"]) == {"original", "object", "attribute"}
+    assert report["per_category"]["attribute"]["bad_checked_share"] == 0.0  # colours: unchecked
+
+
+def test_cli_errors_are_one_sentence(
+    library_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.jpg"
+    code, _, err = _cli(capsys, "tldr", "score", str(missing), "A cat.")
+    assert code == 1
+    assert err == f"visuallens: There is no image at {missing}.\n"
+    folder = tmp_path / "model"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    code, _, err = _cli(
+        capsys, "tldr", "score", str(tmp_path / "x.png"), "A cat.", "--detector", str(folder)
+    )
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith("visuallens: ")
