@@ -38,7 +38,9 @@ from visuallens_app.tldr.metrics import (
     sentence_ids,
     token_accuracy,
 )
-from visuallens_app.tldr.perturb import CATEGORIES, check_edit, perturb, perturb_file
+from visuallens_app.tldr.perturb import CATEGORIES, check_edit, perturb
+from visuallens_app.tldr.rewrite import clean_answer, rewrite_prompt
+from visuallens_app.tldr.synthetic import perturb_file
 
 # -- perturbations and labels --------------------------------------------------------------------
 
@@ -145,6 +147,35 @@ def test_perturb_file_counts_skips_reports_bad_lines_and_round_trips(tmp_path: P
     assert read_records(again).records == load.records
     assert load.records[1].image == "chelsea.jpg"
     assert load.records[1].original
+
+
+def test_llm_rewrites_are_checked_and_the_failures_counted(tmp_path: Path) -> None:
+    source = tmp_path / "captions.jsonl"
+    source.write_text(json.dumps({"id": "a", "caption": "A cat sits on a red mat."}) + "\n")
+    answers = {
+        "object": "Edited caption: A dog sits on a red mat.",  # valid
+        "attribute": '"A cat sits on a red rug."',  # an object change: outside the category
+        "spatial": "A cat sits on a red mat.",  # no change
+        "counterfactual": "A feline is resting upon a crimson mat.",  # a paraphrase
+    }
+    asked: list[str] = []
+
+    def rewriter(requests: list[tuple[str, str]]) -> list[str]:
+        asked.extend(rewrite_prompt(c, k) for c, k in requests)
+        return [clean_answer(answers[k]) for _, k in requests]
+
+    summary = run_to_end(
+        perturb_file(source, tmp_path / "out.jsonl", categories=list(answers), rewriter=rewriter)
+    )
+    assert summary.written == {"object": 1}
+    assert summary.discarded == {"attribute": 1, "spatial": 1, "counterfactual": 1}
+    assert len(asked) == 4
+    assert "Caption: A cat sits on a red mat." in asked[0]
+    (_, edit) = read_records(tmp_path / "out.jsonl").records
+    assert edit.text == "A dog sits on a red mat."
+    assert [t.text for t, label in zip(edit.tokens, edit.labels, strict=True) if not label] == [
+        "dog"
+    ]
 
 
 def test_a_malformed_record_line_is_one_sentence_and_nothing_else_is_lost(tmp_path: Path) -> None:

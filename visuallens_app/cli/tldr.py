@@ -54,6 +54,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--per-caption", type=int, default=1, metavar="N", help="edits per category")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--llm",
+        action="store_true",
+        help="let a local model rewrite the captions (one edit per category), then check them",
+    )
+    add_vlm_option(p, "--llm rewrites")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(handler=cmd_perturb)
 
@@ -137,7 +144,7 @@ def make_detector(args: argparse.Namespace, *, heatmaps: bool = False) -> Any:
 
 def cmd_perturb(args: argparse.Namespace) -> int:
     from visuallens_app.tldr.labels import TldrDataError
-    from visuallens_app.tldr.perturb import perturb_file
+    from visuallens_app.tldr.synthetic import perturb_file
 
     if args.per_caption < 1:
         raise TldrDataError("--per-caption must be at least 1.")
@@ -149,12 +156,19 @@ def cmd_perturb(args: argparse.Namespace) -> int:
         categories=list(dict.fromkeys(args.categories)),
         per_caption=args.per_caption,
         seed=args.seed,
+        rewriter=_rewriter(args) if args.llm else None,
     )
     summary = run_job(job, show=not args.json)
     for problem in summary.problems:
         print(f"visuallens: {args.source}: {problem}", file=sys.stderr)
     emit(args, {"out": str(args.out), **summary.as_json()}, summary.table)
     return 0
+
+
+def _rewriter(args: argparse.Namespace) -> Any:
+    from visuallens_app.tldr.rewrite import VlmRewriter
+
+    return VlmRewriter(load_vlm(args, "tldr"))
 
 
 def cmd_score(args: argparse.Namespace) -> int:

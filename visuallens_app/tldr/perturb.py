@@ -13,11 +13,9 @@ import random
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from visuallens_app.jobs import CancelToken, ProgressMeter, StreamingJob
-from visuallens_app.tldr.labels import LabelledRecord, TldrDataError, changed_spans, read_jsonl
+from visuallens_app.tldr.labels import TldrDataError, changed_spans
 from visuallens_app.tldr.lexicon import (
     Lexicon,
     Phrase,
@@ -380,6 +378,12 @@ def check_edit(
     elif category == "ocr":
         if not any(w.isupper() or w.isdigit() or ":" in w for w in _raw_changed(original, edited)):
             return "the edit does not change text in the image"
+    elif category == "counterfactual":
+        markers = set(lex.negation["markers"])
+        if sorted(w for w in removed if w in markers) == sorted(
+            w for w in inserted if w in markers
+        ):
+            return "the edit does not add or remove a negation"
     elif not touched & _category_words(category, lex):
         return f"the edit is not a {category.replace('_', ' ')} change"
     return None
@@ -433,122 +437,12 @@ def perturb(
     return out
 
 
-# -- a caption file -> labelled records --------------------------------------------------------
-
-
-@dataclass
-class PerturbSummary:
-    """What :func:`perturb_file` did: captions read, records written, skips per category."""
-
-    captions: int = 0
-    records: int = 0
-    written: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)  # captions with nothing to edit
-    problems: list[str] = field(default_factory=list)  # "line N: reason"
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "captions": self.captions,
-            "records": self.records,
-            "written": self.written,
-            "skipped": self.skipped,
-            "problems": self.problems,
-        }
-
-    def table(self) -> str:
-        lines = [f"{self.captions} captions -> {self.records} records"]
-        lines += [
-            f"  {c:15s} {self.written.get(c, 0):6d} written {self.skipped.get(c, 0):6d} skipped"
-            for c in sorted(set(self.written) | set(self.skipped), key=_category_order)
-        ]
-        if self.problems:
-            lines.append(f"{len(self.problems)} line(s) skipped (listed on stderr)")
-        return "\n".join(lines)
-
-
-def _category_order(name: str) -> int:
-    return CATEGORIES.index(name) if name in CATEGORIES else -1
-
-
-def caption_of(data: object) -> tuple[str, str | None, str | None]:
-    """(caption, image, id) of a DOCCI-shaped line; TldrDataError when it has no caption."""
-    if not isinstance(data, dict):
-        raise TldrDataError("the line is not a JSON object")
-    text = data.get("caption", data.get("text"))
-    if not isinstance(text, str) or not text.strip():
-        raise TldrDataError('the line has no "caption" text')
-    image = data.get("image")
-    source = data.get("id", data.get("source_id"))
-    return text, None if image is None else str(image), None if source is None else str(source)
-
-
-def perturb_file(
-    source: Path,
-    out: Path,
-    *,
-    categories: Sequence[str] = CATEGORIES,
-    per_caption: int = 1,
-    seed: int = 0,
-    cancel: CancelToken | None = None,
-) -> StreamingJob[PerturbSummary]:
-    """Read ``{"caption", "image", "id"}`` lines, write each original and up to ``per_caption``
-    edits per category as labelled JSONL; bad lines are reported in the summary, one each."""
-    for category in categories:
-        if category not in PROPOSERS:
-            raise TldrDataError(
-                f"Unknown category {category!r}; choose from {', '.join(CATEGORIES)}."
-            )
-    lex = load_lexicon()
-    rng = random.Random(seed)
-    lines = list(read_jsonl(source))
-    meter = ProgressMeter(len(lines), stage="perturb", unit="captions")
-    summary = PerturbSummary()
-    yield meter.progress()
-    import json
-
-    with out.open("w", encoding="utf-8") as handle:
-
-        def write(record: LabelledRecord) -> None:
-            handle.write(json.dumps(record.as_json(), ensure_ascii=False) + "\n")
-            summary.records += 1
-
-        for line in lines:
-            if cancel is not None:
-                cancel.check()
-            meter.advance()
-            try:
-                if line.problem is not None:
-                    raise TldrDataError(line.problem)
-                text, image, source_id = caption_of(line.data)
-            except TldrDataError as err:
-                summary.problems.append(f"line {line.number}: {err}")
-                continue
-            source_id = source_id or f"line-{line.number}"
-            summary.captions += 1
-            write(LabelledRecord.of_original(text, source_id, image))
-            for category in categories:
-                edits = perturb(text, category, n=per_caption, rng=rng, lexicon=lex)
-                if not edits:
-                    summary.skipped[category] = summary.skipped.get(category, 0) + 1
-                for p in edits:
-                    record = LabelledRecord.of_edit(text, p.text, category, source_id, image)
-                    write(record)
-                    summary.written[category] = summary.written.get(category, 0) + 1
-            if meter.due():
-                yield meter.progress(f"{summary.records} records")
-    yield meter.progress(f"{summary.records} records")
-    return summary
-
-
 __all__ = [
     "CATEGORIES",
     "Edit",
-    "PerturbSummary",
     "Perturbation",
     "apply_edits",
-    "caption_of",
     "check_edit",
     "perturb",
-    "perturb_file",
     "swap_object",
 ]
