@@ -7,6 +7,7 @@ subclass plus one line in :data:`PANELS`.
 from __future__ import annotations
 
 from visuallens_app.gui.panels.base import Panel
+from visuallens_app.gui.panels.hallucinations import HallucinationsPanel
 from visuallens_app.gui.panels.library import LibraryPanel
 from visuallens_app.gui.panels.recommendations import RecommendationsPanel
 from visuallens_app.gui.panels.steering import SteeringPanel
@@ -14,6 +15,7 @@ from visuallens_app.gui.panels.steering import SteeringPanel
 PANELS: list[type[Panel]] = [
     LibraryPanel,
     RecommendationsPanel,
+    HallucinationsPanel,
     SteeringPanel,
 ]
 

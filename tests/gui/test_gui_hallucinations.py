@@ -1,0 +1,59 @@
+"""The Hallucinations panel: a real photo, a caption, tokens coloured by the grounding detector
+(the embedded encoder, real weights), heatmaps on hover, and a caption streamed from a VLM.
+
+The grounding detector runs for real; the VLM that writes the caption is the tiny random
+Idefics3 of the shared fixture (its text is noise: the test proves the streaming and re-check).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+
+def test_a_caption_is_checked_token_by_token_without_a_library(
+    qtbot,
+    make_window,
+    tiny_vlm_dirs: dict[str, Path],
+    sample_images: dict[str, Image.Image],
+    tmp_path: Path,
+) -> None:
+    from visuallens_app.gui.panels.hallucinations import HallucinationsPanel
+
+    window = make_window([], vlm=str(tiny_vlm_dirs["idefics3"]))
+    panel = window.show_panel(HallucinationsPanel)
+    assert window.pages.currentWidget() is window.panel_stack  # no library needed
+
+    photo = tmp_path / "cat.jpg"
+    sample_images["chelsea"].save(photo)
+    panel.open_image(photo)
+    qtbot.waitUntil(lambda: panel.image is not None, timeout=30_000)
+    panel.text.setPlainText("A cat with green eyes sits next to a red car.")
+    panel.check()
+    qtbot.waitUntil(lambda: panel.scores is not None, timeout=60_000)
+    scores = panel.scores
+    by_word = {t.text.strip(" .").lower(): t for t in scores.tokens}
+    assert by_word["cat"].checked
+    assert by_word["car"].checked
+    assert by_word["cat"].p_good > by_word["car"].p_good  # the photo shows a cat, no car
+    assert not by_word["with"].checked  # what it cannot judge stays plain
+    html = panel.tokens.toHtml()
+    assert "t:" in html
+    assert "background-color" in html
+    assert "not checked" in panel.status.text()
+
+    cat = next(i for i, t in enumerate(scores.tokens) if t.text.strip().lower() == "cat")
+    assert cat in scores.heatmaps
+    panel._hovered(cat)
+    assert panel.canvas.has_overlay()
+    panel._hovered(-1)
+    assert not panel.canvas.has_overlay()
+
+    panel.threshold.setValue(95)  # almost everything checked is now flagged
+    assert panel.flagged.count() >= 2
+
+    previous = panel.scores
+    panel.generate()
+    qtbot.waitUntil(lambda: panel.scores is not previous, timeout=120_000)
+    assert panel.text.toPlainText() == panel.scores.response

@@ -1,0 +1,320 @@
+"""The "Hallucinations" panel: a caption or answer about a photo, each token coloured by how
+likely it is grounded in the image, and for any token, where on the photo its evidence lies.
+
+The photo comes from a file (opened or dropped) or the library; the text is typed, or generated
+now by the configured vision-language model (streamed into the editor). Two detectors: the
+grounding detector over the app's own encoder (offline, the default; words it cannot judge stay
+plain), or a reward model trained with ``visuallens tldr train`` (the paper's). Scoring runs on a
+worker (the reward model on the model's lane): the window never freezes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from visuallens_app.gui.context import AppContext
+from visuallens_app.gui.images import heatmap_qimage
+from visuallens_app.gui.inspect_widgets import ImageSource, OverlayImage, TokenView
+from visuallens_app.gui.panels.base import Panel
+
+DEFAULT_PROMPT = "Describe this photo in one short sentence."
+GROUNDING = "grounding"
+
+
+def score_with_grounding(encoder: Any, image: Any, prompt: str, text: str) -> Any:
+    """TokenScores from the grounding detector over the app's encoder (worker side)."""
+    from visuallens_app.tldr.grounding import GroundingDetector
+
+    return GroundingDetector(encoder, heatmaps=True).score(image, prompt, text)
+
+
+class _RewardModels:
+    """Reward models loaded on the model's lane, kept per folder (touched only on that lane)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    def score(self, vlm: Any, folder: str, image: Any, prompt: str, text: str) -> Any:
+        from visuallens_app.tldr.reward import load_detector
+
+        key = (folder, vlm.fingerprint)
+        if key not in self._loaded:
+            self._loaded.clear()  # one at a time: each holds a copy of the head and adapter
+            self._loaded[key] = load_detector(folder, vlm=vlm, heatmaps=True)
+        return self._loaded[key].score(image, prompt, text)
+
+
+class HallucinationsPanel(Panel):
+    """Per-token hallucination highlights over a photo (module doc)."""
+
+    title = "Hallucinations"
+    icon = "SP_MessageBoxWarning"
+    needs_library = False
+
+    def __init__(self, context: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(context, parent)
+        self.image: Any = None
+        self.scores: Any = None
+        self._selected = -1
+        self._rewards = _RewardModels()
+
+        self.source = ImageSource(self.session, "tldr-image")
+        self.source.image_loaded.connect(self._image_loaded)
+        self.canvas = OverlayImage()
+        self.canvas.setAcceptDrops(False)
+
+        self.prompt = QLineEdit(DEFAULT_PROMPT)
+        self.prompt.setObjectName("TldrPrompt")
+        self.text = QPlainTextEdit()
+        self.text.setObjectName("TldrText")
+        self.text.setPlaceholderText(
+            "Type or paste a caption or an answer about the photo, or generate one with the "
+            "vision-language model."
+        )
+        self.text.setMaximumHeight(110)
+        self.generate_button = QPushButton("Generate with the VLM")
+        self.generate_button.setObjectName("TldrGenerate")
+        self.generate_button.clicked.connect(self.generate)
+        self.check_button = QPushButton("Check for hallucinations")
+        self.check_button.setObjectName("TldrCheck")
+        self.check_button.setDefault(True)
+        self.check_button.clicked.connect(self.check)
+
+        self.detector = QComboBox()
+        self.detector.setObjectName("TldrDetector")
+        self.detector.addItem("Grounding (your encoder, offline)", GROUNDING)
+        self.detector.addItem("Reward model folder…", "")
+        self.detector.activated.connect(self._detector_chosen)
+
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setObjectName("TldrThreshold")
+        self.threshold.setRange(5, 95)
+        self.threshold.setValue(50)
+        self.threshold.valueChanged.connect(lambda _v: self._redraw())
+        self.threshold_label = QLabel("0.50")
+
+        self.tokens = TokenView()
+        self.tokens.token_hovered.connect(self._hovered)
+        self.tokens.token_clicked.connect(self._clicked)
+        self.flagged = QListWidget()
+        self.flagged.setObjectName("TldrFlagged")
+        self.flagged.setMaximumHeight(120)
+        self.status = QLabel(
+            "Open a photo, write or generate a caption, and check it: red words are likely "
+            "hallucinated, green ones grounded, plain ones were not checked."
+        )
+        self.status.setObjectName("TldrStatus")
+        self.status.setWordWrap(True)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.check_button)
+        buttons.addStretch(1)
+        threshold_row = QHBoxLayout()
+        threshold_row.addWidget(self.threshold, 1)
+        threshold_row.addWidget(self.threshold_label)
+        form = QFormLayout()
+        form.addRow("Prompt:", self.prompt)
+        form.addRow("Text:", self.text)
+        form.addRow("", buttons)
+        form.addRow("Detector:", self.detector)
+        form.addRow("Flag below:", threshold_row)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.addLayout(form)
+        right_layout.addWidget(QLabel("<b>Tokens</b> (hover one to see where its evidence lies)"))
+        right_layout.addWidget(self.tokens, 1)
+        right_layout.addWidget(QLabel("<b>Flagged</b>"))
+        right_layout.addWidget(self.flagged)
+        right_layout.addWidget(self.status)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(self.source)
+        left_layout.addWidget(self.canvas, 1)
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(splitter)
+        self.setAcceptDrops(True)
+        self._reward_folder = ""
+
+    # -- input -------------------------------------------------------------------------------
+    def dragEnterEvent(self, event: Any) -> None:
+        self.source.dragEnterEvent(event)
+
+    def dropEvent(self, event: Any) -> None:
+        self.source.dropEvent(event)
+
+    def open_image(self, path: Path) -> None:
+        """Inspect ``path`` (a library photo or any image file)."""
+        self.source.load(path)
+
+    def _image_loaded(self, _path: Path, image: Any) -> None:
+        self.image = image
+        self.scores = None
+        self.canvas.set_image(image)
+        self.tokens.clear()
+        self.flagged.clear()
+        if self.text.toPlainText().strip():
+            self.check()
+
+    def _detector_chosen(self, index: int) -> None:
+        if self.detector.itemData(index) == "":
+            folder = QFileDialog.getExistingDirectory(self, "A reward model from tldr train")
+            if not folder:
+                self.detector.setCurrentIndex(0)
+                return
+            self._reward_folder = folder
+            label = f"Reward model: {Path(folder).name}"
+            existing = self.detector.findData(folder)
+            if existing < 0:
+                self.detector.insertItem(1, label, folder)
+                existing = 1
+            self.detector.setCurrentIndex(existing)
+
+    def use_reward_model(self, folder: Path) -> None:
+        """Score with the reward model saved in ``folder`` (what the folder picker does)."""
+        self._reward_folder = str(folder)
+        self.detector.insertItem(1, f"Reward model: {folder.name}", str(folder))
+        self.detector.setCurrentIndex(1)
+
+    # -- generating ------------------------------------------------------------------------------
+    def generate(self) -> None:
+        """Stream a caption from the vision-language model into the text box, then check it."""
+        if self.image is None:
+            self.status.setText("Open a photo first.")
+            return
+        if not self.vlm.configured("tldr"):
+            self.status.setText(self.vlm.status())
+            return
+        from visuallens_app.vlm.generation import stream
+
+        image, prompt = self.image, self.prompt.text().strip() or DEFAULT_PROMPT
+        self.text.setPlainText("")
+        self.status.setText("Generating…")
+        self.generate_button.setEnabled(False)
+        job = self.vlm.run(
+            "tldr-generate",
+            "tldr",
+            lambda vlm, ctx: stream(vlm, image, prompt, max_new_tokens=96, cancel=ctx.cancel),
+        )
+        job.partial_result.connect(lambda piece: self.text.setPlainText(piece.text))
+        job.succeeded.connect(self._generated)
+        job.failed.connect(self._failed)
+        job.finished.connect(lambda: self.generate_button.setEnabled(True))
+
+    def _generated(self, answer: Any) -> None:
+        self.text.setPlainText(answer.text)
+        self.check()
+
+    # -- scoring ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Score the text against the photo with the chosen detector, on a worker."""
+        text = self.text.toPlainText()
+        if self.image is None:
+            self.status.setText("Open a photo first.")
+            return
+        if not text.strip():
+            self.status.setText("Write or generate a caption to check.")
+            return
+        image, prompt = self.image, self.prompt.text().strip() or DEFAULT_PROMPT
+        kind = self.detector.currentData()
+        self.status.setText("Checking…")
+        if kind == GROUNDING:
+            encoder = self.session.encoder
+            if encoder is None:
+                self.status.setText("The encoder is still loading; try again in a moment.")
+                return
+            job = self.session.runner.start(
+                "tldr-score", lambda _ctx: score_with_grounding(encoder, image, prompt, text)
+            )
+        else:
+            folder = str(kind)
+            job = self.vlm.run(
+                "tldr-score",
+                "tldr",
+                lambda vlm, _ctx: self._rewards.score(vlm, folder, image, prompt, text),
+            )
+        job.succeeded.connect(self._scored)
+        job.failed.connect(self._failed)
+
+    def _scored(self, scores: Any) -> None:
+        self.scores = scores
+        self._selected = -1
+        self.canvas.set_overlay(None)
+        self._redraw()
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+
+    @property
+    def threshold_value(self) -> float:
+        return self.threshold.value() / 100
+
+    def _redraw(self) -> None:
+        threshold = self.threshold_value
+        self.threshold_label.setText(f"{threshold:.2f}")
+        scores = self.scores
+        if scores is None:
+            return
+        spans = [(t.start, t.end, t.p_good if t.checked else None) for t in scores.tokens]
+        self.tokens.show_tokens(
+            scores.response, spans, threshold=threshold, selected=self._selected
+        )
+        flagged = scores.flagged(threshold)
+        self.flagged.clear()
+        for index in flagged:
+            token = scores.tokens[index]
+            self.flagged.addItem(f"“{token.text.strip()}”  P(good) {token.p_good:.2f}")
+        checked = sum(1 for t in scores.tokens if t.checked)
+        summary = (
+            f"{len(flagged)} of {checked} checked token(s) flagged; "
+            f"{len(scores.tokens) - checked} not checked ({scores.detector})."
+        )
+        self.status.setText(" ".join([summary, *scores.warnings]))
+
+    def _hovered(self, index: int) -> None:
+        if index < 0:
+            if self._selected >= 0:
+                self._show_heatmap(self._selected)
+            else:
+                self.canvas.set_overlay(None)
+            return
+        self._show_heatmap(index)
+
+    def _clicked(self, index: int) -> None:
+        self._selected = -1 if index == self._selected else index
+        self._redraw()
+        self._show_heatmap(self._selected)
+
+    def _show_heatmap(self, index: int) -> None:
+        scores = self.scores
+        heat = scores.heatmaps.get(index) if scores is not None and index >= 0 else None
+        self.canvas.set_overlay(heatmap_qimage(heat) if heat is not None else None)
+
+    def shutdown(self) -> None:
+        for key in ("tldr-score", "tldr-generate", "tldr-image"):
+            self.session.runner.cancel(key)
