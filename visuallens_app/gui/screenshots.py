@@ -58,6 +58,29 @@ def _sample_folder(folder: Path) -> Path:
     return folder
 
 
+def _hallucination_steps(window: object, photos: Path, shot: object, after: object) -> list:
+    """Check a caption of the cat that also claims a car; the cat's evidence over the photo."""
+    from visuallens_app.gui.panels.hallucinations import HallucinationsPanel
+
+    panel = window.panel(HallucinationsPanel)  # type: ignore[attr-defined]
+
+    def start() -> None:
+        window.show_panel(HallucinationsPanel)  # type: ignore[attr-defined]
+        panel.text.setPlainText("A tabby cat with green eyes sits next to a red car.")
+        panel.open_image(photos / "chelsea.jpg")  # checks the text once the photo is in
+        after(8000)  # type: ignore[operator]
+
+    def hover() -> None:
+        scores = panel.scores
+        if scores is not None:
+            words = [t.text.strip().lower() for t in scores.tokens]
+            if "cat" in words:
+                panel._clicked(words.index("cat"))
+        after(500)  # type: ignore[operator]
+
+    return [start, hover, lambda: (shot("hallucinations"), after(10))]  # type: ignore[operator]
+
+
 def _steering_steps(window: object, photos: Path, shot: object, after: object) -> list:
     """Compute a spatial vector on the middle layer, ask about the cat, and grab the panel."""
     from visuallens_app.gui.panels.steering import SteeringPanel
@@ -144,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: (shot("recommendations"), window.failures_dock.show(), after(500)),
         lambda: (shot("failures"), window.failures_dock.hide(), after(10)),
     ]
+    steps += _hallucination_steps(window, photos, shot, after)
     if vlm_folder:
         steps += _steering_steps(window, photos, shot, after)
     indexing_shot: list[str] = []
