@@ -89,21 +89,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_download_clip(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from visuallens_app.models.clip import DEFAULT_ARCH, DEFAULT_PRETRAINED
     from visuallens_app.models.registry import download_clip_weights
 
     arch = args.arch or DEFAULT_ARCH
     tag = args.pretrained or DEFAULT_PRETRAINED
-    bar = tqdm(unit="B", unit_scale=True, disable=args.json or not sys.stderr.isatty())
-
-    def progress(done: int, total: int | None) -> None:
-        if total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, progress = _byte_bar(args)
     try:
         path = download_clip_weights(arch, tag, progress)
     finally:

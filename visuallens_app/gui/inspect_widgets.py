@@ -36,13 +36,18 @@ IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.heic *.heif *.bmp *.tif *.ti
 
 def dropped_file(event: QDragEnterEvent | QDropEvent) -> Path | None:
     """The first local file (not folder) in a drag."""
+    return dropped_path(event, folder=False)
+
+
+def dropped_path(event: QDragEnterEvent | QDropEvent, *, folder: bool) -> Path | None:
+    """The first local folder (``folder``) or file in a drag, if any."""
     mime = event.mimeData()
     if not mime.hasUrls():
         return None
     for url in mime.urls():
         if url.isLocalFile():
             path = Path(url.toLocalFile())
-            if path.is_file():
+            if path.is_dir() if folder else path.is_file():
                 return path
     return None
 
@@ -121,6 +126,37 @@ class ImageSource(QWidget):
         if path is not None:
             event.acceptProposedAction()
             self.load(path)
+
+
+class ImageInput:
+    """What an inspection panel gets from being an image target: its :class:`ImageSource`,
+    its :class:`OverlayImage`, file drops anywhere on the panel, and :meth:`open_image`.
+
+    Mixed into a :class:`~visuallens_app.gui.panels.base.Panel` (a QWidget) that calls
+    :meth:`build_image_input` in its constructor and defines ``_image_loaded(path, image)``.
+    """
+
+    source: ImageSource
+    canvas: OverlayImage
+
+    def build_image_input(self, session: LibrarySession, key: str) -> None:
+        self.source = ImageSource(session, key)
+        self.source.image_loaded.connect(self._image_loaded)
+        self.canvas = OverlayImage()
+        self.setAcceptDrops(True)  # type: ignore[attr-defined]
+
+    def _image_loaded(self, path: Path, image: object) -> None:
+        raise NotImplementedError
+
+    def open_image(self, path: Path) -> None:
+        """Inspect ``path`` (a library photo or any image file)."""
+        self.source.load(path)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        self.source.dragEnterEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.source.dropEvent(event)
 
 
 class OverlayImage(QWidget):

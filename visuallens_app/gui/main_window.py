@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from visuallens_app.gui import tasks
 from visuallens_app.gui.context import AppContext
+from visuallens_app.gui.inspect_widgets import dropped_path
 from visuallens_app.gui.panels import PANELS, Panel
 from visuallens_app.gui.panels.library import LibraryPanel
 from visuallens_app.gui.session import LibrarySession
@@ -57,15 +58,7 @@ def window_state() -> QSettings:
 
 def dropped_folder(event: QDragEnterEvent | QDropEvent) -> Path | None:
     """The first local folder in a drag, if any."""
-    mime = event.mimeData()
-    if not mime.hasUrls():
-        return None
-    for url in mime.urls():
-        if url.isLocalFile():
-            path = Path(url.toLocalFile())
-            if path.is_dir():
-                return path
-    return None
+    return dropped_path(event, folder=True)
 
 
 def _unique_keys(*keys: str | QKeySequence.StandardKey) -> list[QKeySequence]:

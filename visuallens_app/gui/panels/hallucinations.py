@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from visuallens_app.gui.context import AppContext
 from visuallens_app.gui.images import heatmap_qimage
-from visuallens_app.gui.inspect_widgets import ImageSource, OverlayImage, TokenView
+from visuallens_app.gui.inspect_widgets import ImageInput, TokenView
 from visuallens_app.gui.panels.base import Panel
 
 DEFAULT_PROMPT = "Describe this photo in one short sentence."
@@ -62,7 +62,7 @@ class _RewardModels:
         return self._loaded[key].score(image, prompt, text)
 
 
-class HallucinationsPanel(Panel):
+class HallucinationsPanel(ImageInput, Panel):
     """Per-token hallucination highlights over a photo (module doc)."""
 
     title = "Hallucinations"
@@ -76,10 +76,7 @@ class HallucinationsPanel(Panel):
         self._selected = -1
         self._rewards = _RewardModels()
 
-        self.source = ImageSource(self.session, "tldr-image")
-        self.source.image_loaded.connect(self._image_loaded)
-        self.canvas = OverlayImage()
-        self.canvas.setAcceptDrops(False)
+        self.build_image_input(self.session, "tldr-image")
 
         self.prompt = QLineEdit(DEFAULT_PROMPT)
         self.prompt.setObjectName("TldrPrompt")
@@ -158,20 +155,9 @@ class HallucinationsPanel(Panel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(splitter)
-        self.setAcceptDrops(True)
         self._reward_folder = ""
 
     # -- input -------------------------------------------------------------------------------
-    def dragEnterEvent(self, event: Any) -> None:
-        self.source.dragEnterEvent(event)
-
-    def dropEvent(self, event: Any) -> None:
-        self.source.dropEvent(event)
-
-    def open_image(self, path: Path) -> None:
-        """Inspect ``path`` (a library photo or any image file)."""
-        self.source.load(path)
-
     def _image_loaded(self, _path: Path, image: Any) -> None:
         self.image = image
         self.scores = None

@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 )
 
 from visuallens_app.gui.context import AppContext
-from visuallens_app.gui.inspect_widgets import ImageSource, OverlayImage
+from visuallens_app.gui.inspect_widgets import ImageInput
 from visuallens_app.gui.panels.base import Panel
 from visuallens_app.gui.workers import Job
 
@@ -76,7 +76,7 @@ def compute_job(
     return store.save(vector)
 
 
-class SteeringPanel(Panel):
+class SteeringPanel(ImageInput, Panel):
     """Vectors, side-by-side answers and sweeps (module doc)."""
 
     title = "Steering"
@@ -138,9 +138,7 @@ class SteeringPanel(Panel):
         vform.addRow("Saved:", saved_row)
 
         # -- asking --
-        self.source = ImageSource(self.session, "steer-image")
-        self.source.image_loaded.connect(self._image_loaded)
-        self.canvas = OverlayImage()
+        self.build_image_input(self.session, "steer-image")
         self.question = QLineEdit("Is the cat to the left or to the right of the cup?")
         self.question.setObjectName("SteeringQuestion")
         self.options = QLineEdit()
@@ -254,7 +252,6 @@ class SteeringPanel(Panel):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(scroll)
-        self.setAcceptDrops(True)
         self.refresh_vectors()
 
     # -- vectors -------------------------------------------------------------------------------
@@ -373,15 +370,6 @@ class SteeringPanel(Panel):
         self.refresh_vectors()
 
     # -- asking --------------------------------------------------------------------------------
-    def dragEnterEvent(self, event: Any) -> None:
-        self.source.dragEnterEvent(event)
-
-    def dropEvent(self, event: Any) -> None:
-        self.source.dropEvent(event)
-
-    def open_image(self, path: Path) -> None:
-        self.source.load(path)
-
     def _image_loaded(self, _path: Path, image: Any) -> None:
         self.image = image
         self.canvas.set_image(image)
