@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from samples import sample_image
 
 #: scikit-image sample -> file name used in photo folders.
 SAMPLES = {
@@ -25,16 +26,6 @@ SAMPLES = {
     "rocket": "rocket.jpg",  # a rocket on the launch pad
     "motorcycle_left": "motorcycle.jpg",  # a motorcycle
 }
-
-
-def sample_image(name: str) -> Image.Image:
-    """A scikit-image sample photo as an RGB PIL image (offline: the files ship in its wheel)."""
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
-    path = next(folder.glob(f"{name}.*"))
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 @pytest.fixture(scope="session")

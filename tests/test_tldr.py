@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sample_image
 from PIL import Image
+from samples import sample_image
 
 from visuallens_app.errors import VisualLensError
 from visuallens_app.jobs import run_to_end

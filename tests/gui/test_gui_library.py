@@ -305,3 +305,10 @@ def test_repainting_the_grid_keeps_the_app_alive(qtbot, make_window, library_cop
         panel.grid.viewport().repaint()
     # The buggy release loses ~8,000 here; ordinary churn moves the count by a few dozen.
     assert sys.getrefcount(None) > before - 1000
+
+
+def test_the_first_window_fits_the_screen(qtbot, make_window) -> None:
+    window = make_window([])
+    area = window.screen().availableGeometry()
+    assert window.width() <= area.width()
+    assert window.height() <= area.height()  # the status bar stays on a small screen

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QFrame,
@@ -175,7 +176,7 @@ class MainWindow(QMainWindow):
         self.session = session
         self.setWindowTitle("VisualLens Studio")
         self.setAcceptDrops(True)
-        self.resize(1280, 820)
+        self.resize(self._default_size())
 
         self.banner = Banner()
         self.banner.action_clicked.connect(self._banner_action)
@@ -248,6 +249,15 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(0)
         self._update_page()
         self._restore_geometry()
+
+    def _default_size(self) -> QSize:
+        """1280 x 820, or less: never larger than the screen's available area (a 1280 x 800
+        laptop keeps the status bar on screen)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return QSize(1280, 820)
+        area = screen.availableGeometry()
+        return QSize(min(1280, area.width() - 40), min(820, area.height() - 60))
 
     # -- construction --------------------------------------------------------------------------
     def _build_menus(self) -> None:
