@@ -400,3 +400,18 @@ def test_models_list_shows_the_configured_vlm_and_download_offline_is_one_senten
         "visuallens: Cannot download HuggingFaceTB/SmolVLM-256M-Instruct: downloads are "
         "switched off here (HF_HUB_OFFLINE is set)."
     )
+
+
+def test_a_model_too_big_for_the_free_memory_is_one_sentence(
+    tiny_vlm_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = shutil.copytree(tiny_vlm_dirs["llava"], tmp_path / "huge")
+    with open(folder / "model.safetensors", "r+b") as weights:
+        weights.truncate(2**40)  # a sparse terabyte: its size says 1 TB, the disk holds nothing
+    with pytest.raises(ModelUnavailableError) as err:
+        load_vlm(folder, device="cpu")
+    message = _one_sentence(err)
+    assert "needs about 1024.0 GB on cpu" in message
+    assert "choose a smaller model" in message

@@ -119,7 +119,8 @@ def load_vlm(
     key = (chosen, device, dtype, attn_implementation)
     if key not in _vlms:
         quiet = getattr(args, "json", False)
-        check_folder(resolve_source(chosen))  # a wrong folder is refused before "Loading..."
+        # A wrong folder is refused before "Loading..." (memory is checked once the device is).
+        check_folder(resolve_source(chosen), check_memory=False)
         if not quiet:
             print(f"Loading the vision-language model {chosen}...", file=sys.stderr)
         vlm = load(chosen, device=device, dtype=dtype, attn_implementation=attn_implementation)

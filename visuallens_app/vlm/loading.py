@@ -168,8 +168,13 @@ def resolve_source(source: str, *, allow_download: bool = False) -> Path:
 _PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
-def check_folder(folder: Path, *, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
-    """The folder's config, after every check that can be made without loading (module doc)."""
+def check_folder(
+    folder: Path, *, device: str = "cpu", dtype: str = "float32", check_memory: bool = True
+) -> dict[str, Any]:
+    """The folder's config, after every check that can be made without loading (module doc).
+
+    ``check_memory=False`` skips the free-memory check (a pre-check before the device is known).
+    """
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelUnavailableError(
@@ -207,7 +212,7 @@ def check_folder(folder: Path, *, device: str = "cpu", dtype: str = "float32") -
             "download or save the model again."
         )
     needed = _estimated_bytes(weights, config, dtype)
-    free = devices.free_memory_bytes(device)
+    free = devices.free_memory_bytes(device) if check_memory else None
     if free is not None and needed > free * _MEMORY_HEADROOM:
         raise ModelUnavailableError(
             f"{folder.name} needs about {needed / 2**30:.1f} GB on {device} in {dtype} but only "
