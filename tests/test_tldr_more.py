@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,12 @@ from PIL import Image
 from visuallens_app.jobs import Partial, Progress
 from visuallens_app.models.base import Encoder
 from visuallens_app.models.registry import load_encoder
+from visuallens_app.tldr.annotate import (
+    AnnotationError,
+    AnnotationStore,
+    AnnotationTimer,
+    default_annotations_path,
+)
 from visuallens_app.tldr.correct import (
     Correction,
     NothingToCorrectError,
@@ -190,3 +198,88 @@ def test_suggestions_from_any_detector_are_batched_and_ranked(
     assert red.kind == "colour"
     assert red.replacements[0] == ("blue", 0.9)
     assert all(p == 0.1 or p is None for _, p in red.replacements[1:])
+
+
+# -- annotation mode --------------------------------------------------------------------------
+
+CAPTION = "A car sleeps on a red sofa."
+
+
+def test_annotation_items_round_trip_toggle_and_time(tmp_path: Path) -> None:
+    path = default_annotations_path(tmp_path / "library")
+    assert path == tmp_path / "library" / "tldr" / "annotations.sqlite"
+    store = AnnotationStore(path)
+    scores = fake_scores(CAPTION, bad=["car"], good=["sofa"])
+    item = store.add("photos/cat.jpg", CAPTION, scores=scores)
+    assert item.labels == [1, 0, 1, 1, 1, 1, 1, 1]
+    assert item.detector == "fake"
+    assert item.tokens[1].p_good == 0.1
+    assert item.bad_spans() == [(2, 5)]
+    item = store.toggle(item.id, 5)  # "red" is wrong too
+    item = store.update(item.id, corrected="A cat sleeps on a grey sofa.")
+    clock = iter([10.0, 14.5, 20.0, 21.0]).__next__
+    timer = AnnotationTimer(store, clock=clock)
+    timer.start(item.id)
+    assert timer.stop() == 4.5
+    timer.start(item.id)
+    assert timer.stop() == 1.0
+    store.close()
+
+    reopened = AnnotationStore(path)  # migrations applied once, data kept
+    again = reopened.get(item.id)
+    assert again.labels == [1, 0, 1, 1, 1, 0, 1, 1]
+    assert again.corrected == "A cat sleeps on a grey sofa."
+    assert again.seconds == 5.5
+    plain = reopened.add(Path("dog.jpg"), "A dog.")
+    assert plain.labels == [1, 1, 1]
+    assert [i.id for i in reopened.list()] == [item.id, plain.id]
+    assert [i.id for i in reopened.list("dog.jpg")] == [plain.id]
+    assert len(reopened) == 2
+
+
+def test_annotation_errors_are_one_sentence(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    item = store.add("cat.jpg", CAPTION)
+    with pytest.raises(AnnotationError, match="no annotation item 99"):
+        store.get(99)
+    with pytest.raises(AnnotationError, match="8 tokens but 2 labels"):
+        store.update(item.id, labels=[1, 0])
+    with pytest.raises(AnnotationError, match="empty"):
+        store.add("cat.jpg", "  ")
+    with pytest.raises(AnnotationError, match="different text"):
+        store.add("cat.jpg", "A dog.", scores=fake_scores(CAPTION))
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(AnnotationError, match="cannot be opened as an annotation store"):
+        AnnotationStore(tmp_path / "junk.sqlite")
+
+
+def test_exports_jsonl_and_label_studio(tmp_path: Path) -> None:
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    scores = fake_scores(CAPTION, bad=["car", "red"], good=["sofa"])
+    item = store.add("cat.jpg", CAPTION, scores=scores, seconds=3.25)
+    store.update(item.id, labels=[1, 0, 1, 1, 1, 0, 0, 1])  # the annotator: "car", "red sofa"
+    store.add("dog.jpg", "A dog.")
+    assert store.export_jsonl(tmp_path / "out.jsonl") == 2
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    first = lines[0]
+    assert first["text"] == CAPTION
+    assert first["tokens"][1] == {"text": "car", "start": 2, "end": 5}
+    assert first["labels"] == [1, 0, 1, 1, 1, 0, 0, 1]
+    assert first["p_good"][1] == 0.1
+    assert first["p_good"][0] is None
+    assert first["seconds"] == 3.25
+    assert store.export_label_studio(tmp_path / "ls.json") == 2
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    assert tasks[0]["data"] == {"image": "cat.jpg", "text": CAPTION}
+    spans = [r["value"] for r in tasks[0]["annotations"][0]["result"]]
+    assert spans == [
+        {"start": 2, "end": 5, "text": "car", "labels": ["hallucination"]},
+        {"start": 18, "end": 26, "text": "red sofa", "labels": ["hallucination"]},
+    ]
+    result = tasks[0]["annotations"][0]["result"][0]
+    assert (result["from_name"], result["to_name"], result["type"]) == ("label", "text", "labels")
+    predicted = tasks[0]["predictions"][0]["result"]
+    assert [r["value"]["text"] for r in predicted] == ["car", "red"]
+    assert predicted[0]["score"] == 0.9
+    assert tasks[0]["annotations"][0]["lead_time"] == 3.25
+    assert "predictions" not in tasks[1]  # no detector scored it
