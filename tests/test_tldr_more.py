@@ -107,13 +107,17 @@ def test_the_word_diff_rebuilds_both_texts() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import tiny_vlms
 
+    return Path(tiny_vlms.build("llava", tmp_path_factory.mktemp("tiny-llava") / "llava"))
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tiny_llava_dir: Path) -> Any:
     from visuallens_app.vlm import load_vlm
 
-    folder = tiny_vlms.build("llava", tmp_path_factory.mktemp("tiny-llava") / "llava")
-    return load_vlm(folder, device="cpu")
+    return load_vlm(tiny_llava_dir, device="cpu")
 
 
 def test_correct_with_vlm_streams_and_keeps_unflagged_sentences(
@@ -283,3 +287,86 @@ def test_exports_jsonl_and_label_studio(tmp_path: Path) -> None:
     assert predicted[0]["score"] == 0.9
     assert tasks[0]["annotations"][0]["lead_time"] == 3.25
     assert "predictions" not in tasks[1]  # no detector scored it
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from visuallens_app.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_correct_suggests_without_a_vlm_and_corrects_with_one(
+    library_dir: Path,
+    tmp_path: Path,
+    tiny_llava_dir: Path,
+    sample_images: dict[str, Image.Image],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sample_images["chelsea"].save(tmp_path / "cat.jpg")
+    text = "A car sleeps on the sofa. The room is warm."
+    common = ["--encoder", "embedded", "--device", "cpu", "--json"]
+    code, out, _ = _cli(capsys, "tldr", "correct", str(tmp_path / "cat.jpg"), text, *common)
+    assert code == 0
+    data = json.loads(out)
+    assert data["mode"] == "suggestions"
+    car = next(s for s in data["suggestions"] if s["original"] == "A car")
+    assert car["replacements"][0]["text"] == "A cat"
+    code, out, _ = _cli(
+        capsys, "tldr", "correct", str(tmp_path / "cat.jpg"), text, "--per-phrase", "2",
+        "--encoder", "embedded", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0
+    assert "'A car' at 0-5" in out
+    assert "give --vlm" in out
+
+    code, out, _ = _cli(
+        capsys, "tldr", "correct", str(tmp_path / "cat.jpg"), text, "--vlm",
+        str(tiny_llava_dir), "--max-new-tokens", "8", *common,
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["mode"] == "correction"
+    correction = data["correction"]
+    assert correction["corrected"].endswith(" The room is warm.")
+    assert "".join(d["new"] for d in correction["diff"]) == correction["corrected"]
+    assert "".join(d["old"] for d in correction["diff"]) == text
+    assert data["rescored"]["tokens"]
+
+
+def test_cli_correct_errors_are_one_sentence(
+    library_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(capsys, "tldr", "correct", str(tmp_path / "none.jpg"), "A cat.")
+    assert code == 1
+    assert err == f"visuallens: There is no image at {tmp_path / 'none.jpg'}.\n"
+    code, _, err = _cli(capsys, "tldr", "correct", str(tmp_path / "none.jpg"), " ")
+    assert code == 1
+    assert err.startswith("visuallens: The text is empty")
+
+
+def test_cli_annotate_export(
+    library_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(capsys, "tldr", "annotate-export", "-o", str(tmp_path / "x.jsonl"))
+    assert code == 1
+    assert "There is no annotation store at" in err
+    assert len(err.strip().splitlines()) == 1
+    with AnnotationStore(default_annotations_path(library_dir)) as store:
+        store.add("cat.jpg", CAPTION, scores=fake_scores(CAPTION, bad=["car"]))
+    code, out, _ = _cli(capsys, "tldr", "annotate-export", "-o", str(tmp_path / "x.jsonl"))
+    assert code == 0
+    assert "Wrote 1 item(s)" in out
+    assert json.loads((tmp_path / "x.jsonl").read_text())["labels"][1] == 0
+    code, out, _ = _cli(
+        capsys, "tldr", "annotate-export", "--format", "label-studio", "-o",
+        str(tmp_path / "ls.json"), "--store", str(default_annotations_path(library_dir)), "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["items"] == 1
+    task = json.loads((tmp_path / "ls.json").read_text())[0]
+    assert task["annotations"][0]["result"][0]["value"]["text"] == "car"
