@@ -241,6 +241,29 @@ def test_annotation_items_round_trip_toggle_and_time(tmp_path: Path) -> None:
     assert len(reopened) == 2
 
 
+def test_the_store_is_usable_from_a_worker_thread(tmp_path: Path) -> None:
+    import threading
+
+    store = AnnotationStore(tmp_path / "a.sqlite")
+    item = store.add("cat.jpg", CAPTION)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                store.add_seconds(item.id, 0.5)
+        except BaseException as err:  # pragma: no cover - reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert store.get(item.id).seconds == 30.0
+
+
 def test_annotation_errors_are_one_sentence(tmp_path: Path) -> None:
     store = AnnotationStore(tmp_path / "a.sqlite")
     item = store.add("cat.jpg", CAPTION)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -34,6 +35,8 @@ ITEMS = "tldr_annotations"
 _COLUMNS = "id, image, text, tokens, corrected, detector, seconds, created, updated"
 HALLUCINATION = "hallucination"
 annotation_migrations = Migrations("visuallens.tldr.annotations")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class AnnotationError(VisualLensError):
@@ -148,18 +151,37 @@ def tokens_from_scores(
     ]
 
 
+def _locked(
+    method: Callable[Concatenate[AnnotationStore, P], T],
+) -> Callable[Concatenate[AnnotationStore, P], T]:
+    def wrapper(self: AnnotationStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class AnnotationStore:
-    """The annotation items in one SQLite file (created with its folder on first use)."""
+    """The annotation items in one SQLite file (created with its folder on first use).
+
+    One connection, usable from any thread (the GUI's workers and its main thread); every
+    method holds the store's lock.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite_utils.Database(self.path)
+            self._db = sqlite_utils.Database(
+                sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+            )
             self._db.execute("PRAGMA busy_timeout = 5000")
             apply_migrations(self._db, annotation_migrations)
         except sqlite3.DatabaseError as err:
@@ -180,6 +202,7 @@ class AnnotationStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    @_locked
     def add(
         self,
         image: str | Path,
@@ -221,6 +244,7 @@ class AnnotationStore:
         assert table.last_pk is not None
         return self.get(int(table.last_pk))
 
+    @_locked
     def update(
         self,
         item_id: int,
@@ -255,6 +279,7 @@ class AnnotationStore:
             self._db.table(ITEMS).update(item_id, changes)
         return self.get(item_id)
 
+    @_locked
     def toggle(self, item_id: int, index: int) -> AnnotationItem:
         """Flip token ``index``'s label (good <-> hallucinated)."""
         item = self.get(item_id)
@@ -267,6 +292,7 @@ class AnnotationStore:
     def add_seconds(self, item_id: int, seconds: float) -> AnnotationItem:
         return self.update(item_id, add_seconds=seconds)
 
+    @_locked
     def delete(self, item_id: int) -> None:
         self.get(item_id)
         with self._db.conn:
@@ -274,12 +300,14 @@ class AnnotationStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @_locked
     def get(self, item_id: int) -> AnnotationItem:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM {ITEMS} WHERE id = ?", [item_id]).fetchone()
         if row is None:
             raise AnnotationError(f"There is no annotation item {item_id}.")
         return _item(row)
 
+    @_locked
     def list(self, image: str | Path | None = None) -> list[AnnotationItem]:
         """Every item in the order added (only those of ``image`` when given)."""
         if image is None:
@@ -295,12 +323,14 @@ class AnnotationStore:
 
     # -- exports ---------------------------------------------------------------------------------
 
+    @_locked
     def export_jsonl(self, path: Path) -> int:
         """One JSON line per item (offsets, labels, per-token P(good), seconds); the count."""
         items = self.list()
         _write(path, "".join(json.dumps(i.as_json(), ensure_ascii=False) + "\n" for i in items))
         return len(items)
 
+    @_locked
     def export_label_studio(self, path: Path) -> int:
         """A Label Studio import file (JSON list of tasks); the number of tasks.
 
