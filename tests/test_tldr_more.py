@@ -22,6 +22,7 @@ from visuallens_app.tldr.annotate import (
 from visuallens_app.tldr.correct import (
     Correction,
     NothingToCorrectError,
+    apply_suggestion,
     correct_with_vlm,
     correction_prompt,
     merge_correction,
@@ -167,6 +168,12 @@ def test_grounding_suggestions_rank_the_right_object_first(
     assert p > 0.5 > car.p_good
     values = [r[1] or 0.0 for r in car.replacements]
     assert values == sorted(values, reverse=True)
+    assert apply_suggestion(text, car, best) == "A cat sleeps on the sofa. The room is warm."
+    # What the sentence already names is never offered: no "a cat sits on a cat".
+    text = "A cat sits on a sofa."
+    sofa = suggestions(detector, image, text, detector.score(image, "", text))[0]
+    assert sofa.original == "a sofa"
+    assert "a cat" not in [r for r, _ in sofa.replacements]
 
 
 class FakeDetector:

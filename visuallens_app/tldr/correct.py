@@ -268,6 +268,13 @@ def correct_with_vlm(
 # -- suggestions without a generative model ------------------------------------------------------
 
 
+def apply_suggestion(text: str, suggestion: Suggestion, replacement: str) -> str:
+    """``text`` with the suggestion's span replaced (one of its replacements, or any text)."""
+    if text[suggestion.start : suggestion.end] != suggestion.original:
+        raise TldrInputError("The text has changed since the suggestion was made.")
+    return text[: suggestion.start] + replacement + text[suggestion.end :]
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """A flagged phrase at ``[start, end)`` of the text and its replacements, best first.
@@ -450,15 +457,23 @@ def suggestions(
         own = _span_p_good(scores, p_start, p_end)
         s_start = tokens[phrase.first - 1].start if _with_article(tokens, phrase) else p_start
         suggestion = Suggestion(s_start, p_end, text[s_start:p_end], [], phrase.kind, own)
+        s, e = next(((a, b) for a, b in sentences if a <= p_start < b), (0, len(text)))
+        # What the sentence already names elsewhere is no replacement ("a cat on a cat").
+        named = {
+            p.key
+            for p in phrases
+            if p is not phrase and p.kind == phrase.kind and s <= tokens[p.first].start < e
+        }
         if (p_start, p_end) in judged:
             ranked: list[tuple[str, float | None]] = [
-                (_replacement(text, tokens, phrase, w, lex), p) for w, p in judged[p_start, p_end]
+                (_replacement(text, tokens, phrase, w, lex), p)
+                for w, p in judged[p_start, p_end]
+                if w not in named
             ]
             plan.append((suggestion, ranked, []))
             continue
-        s, e = next(((a, b) for a, b in sentences if a <= p_start < b), (0, len(text)))
         variants = []
-        for word in lexicon_alternatives(phrase, lex)[:tries]:
+        for word in [w for w in lexicon_alternatives(phrase, lex) if w not in named][:tries]:
             replacement = _replacement(text, tokens, phrase, word, lex)
             sentence = text[s:s_start] + replacement + text[p_end:e]
             new_start = s_start - s
@@ -489,6 +504,7 @@ __all__ = [
     "Correction",
     "NothingToCorrectError",
     "Suggestion",
+    "apply_suggestion",
     "correct_with_vlm",
     "correction_prompt",
     "flagged_spans",
