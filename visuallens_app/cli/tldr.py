@@ -1,8 +1,9 @@
 """``visuallens tldr``: hard negatives, per-token hallucination scores, the paper's metrics.
 
 ``tldr perturb`` makes labelled JSONL from captions, ``tldr score`` scores one text about one
-image, ``tldr eval`` runs a detector over labelled JSONL. ``tldr train`` is added by
-``visuallens_app.cli.tldr_train`` when that module is present.
+image, ``tldr eval`` runs a detector over labelled JSONL, ``tldr correct`` fixes or suggests
+replacements for the flagged words, ``tldr annotate-export`` writes the annotation mode's
+items. ``tldr train`` is added by ``visuallens_app.cli.tldr_train`` when that module is present.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def register(subparsers: Any) -> None:
 
     group = subparsers.add_parser(
         "tldr",
-        help="token-level hallucination scores: perturb, score, eval",
+        help="token-level hallucination scores: perturb, score, eval, correct, annotate-export",
         description=(
             "TLDR: per-token hallucination scores for captions and answers about your photos "
             "(arXiv 2410.04734). Make synthetic hard negatives, score a text against a photo, "
@@ -89,6 +90,56 @@ def register(subparsers: Any) -> None:
     p.add_argument("data", type=Path, metavar="DATA.jsonl")
     _detector_options(p)
     p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser(
+        "correct",
+        help="correct the flagged words of a text (with a VLM) or suggest replacements",
+        description=(
+            "Score TEXT against IMAGE, then, with a generative vision-language model (--vlm or "
+            "Settings), ask it to fix the flagged sentences with the paper's prompt (minimal "
+            "edits; unflagged sentences kept as they are) and print the corrected text, its diff "
+            "and its new scores; without one (or with --suggest), print ranked replacements for "
+            "each flagged phrase, scored by the detector."
+        ),
+    )
+    p.add_argument("image", type=Path, metavar="IMAGE")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument(
+        "--detector",
+        default=GROUNDING,
+        metavar="grounding|DIR",
+        help="grounding (default: the offline encoder-based detector) or a reward-model folder",
+    )
+    p.add_argument("--threshold", type=float, default=0.5, help="flag below this P(good) (0.5)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--encoder", default=None, metavar="NAME", help="encoder for grounding")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    add_vlm_option(p, "the correction")
+    p.add_argument("--suggest", action="store_true", help="suggestions even with a VLM set")
+    p.add_argument("--per-phrase", type=int, default=5, metavar="N", help="suggestions each (5)")
+    p.add_argument("--max-new-tokens", type=int, default=160, metavar="N")
+    p.set_defaults(handler=cmd_correct)
+
+    p = sub.add_parser(
+        "annotate-export",
+        help="export the annotation mode's items (JSONL or a Label Studio import file)",
+        description=(
+            "Write every item of the annotation store: JSONL with character offsets, labels, "
+            "per-token P(good) and seconds spent, or a Label Studio import file (spans "
+            "labelled 'hallucination' over the text)."
+        ),
+    )
+    p.add_argument("--format", choices=("jsonl", "label-studio"), default="jsonl")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="FILE")
+    p.add_argument(
+        "--store",
+        type=Path,
+        metavar="FILE",
+        help="the annotation store (default: <library>/tldr/annotations.sqlite)",
+    )
+    p.add_argument("--library", type=Path, metavar="DIR", help="library directory")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=cmd_annotate_export)
 
     try:
         from visuallens_app.cli.tldr_train import register_train  # type: ignore[import-not-found,unused-ignore]
@@ -237,4 +288,122 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"visuallens: {args.data}: {problem}", file=sys.stderr)
     data = {"data": str(args.data), **result.as_json(), "skipped_lines": load.problems}
     emit(args, data, lambda: f"Detector {result.detector}\n{result.report.table()}")
+    return 0
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from visuallens_app.cli.common import vlm_source
+    from visuallens_app.tldr.correct import (
+        DEFAULT_CORRECTION_TOKENS,
+        correct_with_vlm,
+        suggestions,
+    )
+    from visuallens_app.tldr.inputs import TldrInputError, check_text, open_image
+
+    check_text(args.text)
+    if args.per_phrase < 1:
+        raise TldrInputError("--per-phrase must be at least 1.")
+    if args.max_new_tokens < 1:
+        raise TldrInputError("--max-new-tokens must be at least 1.")
+    image = open_image(args.image)
+    use_vlm = not args.suggest and bool(vlm_source(args, "tldr"))
+    # --vlm is the correcting model here; a reward-model detector uses the base it records.
+    detector = make_detector(argparse.Namespace(**{**vars(args), "vlm": None}))
+    scores = detector.score(image, "", args.text)
+    for warning in scores.warnings:
+        print(f"visuallens: {warning}", file=sys.stderr)
+    flagged = scores.flagged(args.threshold)
+    data: dict[str, Any] = {"scores": scores.as_json(args.threshold)}
+    if not flagged:
+        data["mode"] = "none"
+        emit(args, data, lambda: "No word is flagged: there is nothing to correct.")
+        return 0
+    if not use_vlm:
+        found = suggestions(
+            detector,
+            image,
+            args.text,
+            scores,
+            per_phrase=args.per_phrase,
+            threshold=args.threshold,
+        )
+        data["mode"] = "suggestions"
+        data["suggestions"] = [s.as_json() for s in found]
+        emit(args, data, lambda: _suggestions_text(found, hint=not args.suggest))
+        return 0
+    vlm = load_vlm(args, "tldr")
+    correction = run_job(
+        correct_with_vlm(
+            vlm,
+            image,
+            args.text,
+            scores,
+            threshold=args.threshold,
+            max_new_tokens=args.max_new_tokens or DEFAULT_CORRECTION_TOKENS,
+        ),
+        show=not args.json,
+    )
+    for warning in correction.warnings:
+        print(f"visuallens: {warning}", file=sys.stderr)
+    rescored = detector.score(image, "", correction.corrected)
+    data["mode"] = "correction"
+    data["correction"] = correction.as_json()
+    data["rescored"] = rescored.as_json(args.threshold)
+
+    def text() -> str:
+        inline = "".join(
+            old
+            if op == "equal"
+            else (f"[-{old}-]" if old else "") + (f"{{+{new}+}}" if new else "")
+            for op, old, new in correction.diff
+        )
+        before, after = len(flagged), len(rescored.flagged(args.threshold))
+        return (
+            f"{correction.corrected}\n\nChanges: {inline if correction.changed else '(none)'}\n"
+            f"Flagged words: {before} before, {after} after."
+        )
+
+    emit(args, data, text)
+    return 0
+
+
+def _marked(old: str, new: str) -> str:
+    return (f"[-{old}-]" if old else "") + (f"{{+{new}+}}" if new else "")
+
+
+def _suggestions_text(found: list[Any], *, hint: bool) -> str:
+    lines = []
+    for s in found:
+        own = "-" if s.p_good is None else f"{s.p_good:.3f}"
+        lines.append(f"{s.original!r} at {s.start}-{s.end} (P(good) {own}):")
+        if not s.replacements:
+            lines.append("    no alternatives known for this word")
+        for text, p in s.replacements:
+            lines.append(f"    {text:24s} {'-' if p is None else f'{p:.3f}'}")
+    if hint:
+        lines.append("(no vision-language model is configured: give --vlm to have it correct)")
+    return "\n".join(lines)
+
+
+def cmd_annotate_export(args: argparse.Namespace) -> int:
+    from visuallens_app.cli.common import library_dir
+    from visuallens_app.tldr.annotate import (
+        AnnotationError,
+        AnnotationStore,
+        default_annotations_path,
+    )
+
+    path = args.store or default_annotations_path(library_dir(args))
+    if not path.is_file():
+        raise AnnotationError(
+            f"There is no annotation store at {path}; annotate in the Hallucinations panel first "
+            "or give --store FILE."
+        )
+    with AnnotationStore(path) as store:
+        if args.format == "jsonl":
+            count = store.export_jsonl(args.out)
+        else:
+            count = store.export_label_studio(args.out)
+    data = {"store": str(path), "out": str(args.out), "format": args.format, "items": count}
+    emit(args, data, lambda: f"Wrote {count} item(s) to {args.out} ({args.format}).")
     return 0

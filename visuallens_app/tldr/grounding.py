@@ -85,6 +85,8 @@ class PhraseMargin:
     alternative_row: int
     alone_score: float = 0.0  # the phrase on its own
     alone_best_alternative: float = 0.0
+    #: Every alternative with its sentence's and its own score: (word, sentence, alone).
+    alternatives: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def sentence_margin(self) -> float:
@@ -131,6 +133,7 @@ class GroundingDetector:
         self._heatmaps = heatmaps
         self._max_words = max_words
         self._objects_only = encoder.id.startswith("embedded:")
+        self._last_image: tuple[Image.Image, tuple[int, int], NDArray[np.float32]] | None = None
 
     @property
     def id(self) -> str:
@@ -218,7 +221,7 @@ class GroundingDetector:
             )
         if not plan:
             return tokens, [], np.zeros(0, np.float32), np.zeros((0, 0), np.float32), warnings
-        image_vector = self._encoder.encode_images([image])[0]
+        image_vector = self._image_vector(image)
         text_vectors = self._encoder.encode_texts(texts)
         sims = text_vectors @ image_vector
         margins = []
@@ -234,9 +237,41 @@ class GroundingDetector:
                     best_row,
                     float(sims[alone_row]),
                     max(float(sims[r]) for r in alone_rows),
+                    tuple(
+                        (word, float(sims[r]), float(sims[a]))
+                        for (r, word), a in zip(rows, alone_rows, strict=True)
+                    ),
                 )
             )
         return tokens, margins, image_vector, text_vectors, warnings
+
+    def rank_alternatives(self, margin: PhraseMargin) -> list[tuple[str, float]]:
+        """P(good) each alternative of a judged phrase would get in its place, best first.
+
+        From the same encoder pass as the phrase's own score: an alternative is compared with
+        the other alternatives and the phrase as written (its margin is its sentence's and its
+        own score minus the best of the rest), through the same calibration.
+        """
+        rivals = [(margin.phrase.key, margin.score, margin.alone_score), *margin.alternatives]
+        ranked = []
+        for i, (word, sentence, alone) in enumerate(margin.alternatives, start=1):
+            others = rivals[:i] + rivals[i + 1 :]
+            best_sentence = max(o[1] for o in others)
+            best_alone = max(o[2] for o in others)
+            value = 0.5 * ((sentence - best_sentence) + (alone - best_alone))
+            ranked.append((word, self._calibration.p_good(value)))
+        ranked.sort(key=lambda r: r[1], reverse=True)
+        return ranked
+
+    def _image_vector(self, image: Image.Image) -> NDArray[np.float32]:
+        """The image's vector, kept for the last image: re-scoring variants of a text (the
+        suggestions) encodes the photo once."""
+        cached = self._last_image
+        if cached is not None and cached[0] is image and cached[1] == image.size:
+            return cached[2]
+        vector: NDArray[np.float32] = self._encoder.encode_images([image])[0]
+        self._last_image = (image, image.size, vector)
+        return vector
 
     def _swap(self, tokens: list[Token], phrase: Phrase, word: str) -> list[Edit]:
         if phrase.kind == "object":
