@@ -57,3 +57,46 @@ def test_a_caption_is_checked_token_by_token_without_a_library(
     panel.generate()
     qtbot.waitUntil(lambda: panel.scores is not previous, timeout=120_000)
     assert panel.text.toPlainText() == panel.scores.response
+
+
+def test_suggestions_fix_a_flagged_word_and_annotations_are_saved_and_exported(
+    qtbot, make_window, sample_images: dict[str, Image.Image], tmp_path: Path
+) -> None:
+    import json
+
+    from visuallens_app.gui.panels.hallucinations import HallucinationsPanel
+    from visuallens_app.tldr.annotate import AnnotationStore, default_annotations_path
+
+    window = make_window([])
+    panel = window.show_panel(HallucinationsPanel)
+    photo = tmp_path / "cat.jpg"
+    sample_images["chelsea"].save(photo)
+    panel.text.setPlainText("A car sits on a blanket.")
+    panel.open_image(photo)  # checks the text once the photo is in
+    qtbot.waitUntil(lambda: panel.scores is not None, timeout=60_000)
+    rows = [panel.flagged.item(i) for i in range(panel.flagged.count())]
+    offers = [r for r in rows if r.text().strip().startswith("→")]
+    assert offers, [r.text() for r in rows]
+    best = offers[0]
+    assert "cat" in best.text()  # the photo's own object is the best replacement
+    first = panel.scores
+    panel._apply_suggestion(best)
+    qtbot.waitUntil(lambda: panel.scores is not first, timeout=60_000)
+    assert "cat" in panel.text.toPlainText().lower()
+
+    panel.annotate.setChecked(True)
+    word = next(i for i, t in enumerate(panel.scores.tokens) if t.text.strip() == "blanket")
+    before = panel._labels[word]
+    panel._clicked(word)  # the annotator flips the detector's label of "blanket"
+    panel.save_annotation_now()
+    assert panel.status.text().startswith("Saved the annotation")
+    with AnnotationStore(default_annotations_path(window.session.library_dir)) as store:
+        (item,) = store.list()
+        assert item.labels[word] == 1 - before
+        assert item.image == str(photo)
+        exported = tmp_path / "out.jsonl"
+        assert store.export_jsonl(exported) == 1
+    record = json.loads(exported.read_text().splitlines()[0])
+    assert record["text"] == panel.scores.response
+    panel.correct()  # no VLM configured: it says how, never hangs
+    assert "vision-language model" in panel.status.text() or "Nothing" in panel.status.text()

@@ -10,11 +10,15 @@ worker (the reward model on the model's lane): the window never freezes.
 
 from __future__ import annotations
 
+import html
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -22,6 +26,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
     QSlider,
@@ -39,11 +44,22 @@ DEFAULT_PROMPT = "Describe this photo in one short sentence."
 GROUNDING = "grounding"
 
 
-def score_with_grounding(encoder: Any, image: Any, prompt: str, text: str) -> Any:
-    """TokenScores from the grounding detector over the app's encoder (worker side)."""
+@dataclass(frozen=True)
+class Checked:
+    """A scored text and, for its flagged phrases, ranked replacements."""
+
+    scores: Any  # TokenScores
+    suggestions: list[Any]  # tldr.correct.Suggestion
+
+
+def score_with_grounding(encoder: Any, image: Any, prompt: str, text: str) -> Checked:
+    """The grounding detector's scores and suggestions over the app's encoder (worker side)."""
+    from visuallens_app.tldr.correct import suggestions
     from visuallens_app.tldr.grounding import GroundingDetector
 
-    return GroundingDetector(encoder, heatmaps=True).score(image, prompt, text)
+    detector = GroundingDetector(encoder, heatmaps=True)
+    scores = detector.score(image, prompt, text)
+    return Checked(scores, suggestions(detector, image, text, scores))
 
 
 class _RewardModels:
@@ -59,7 +75,21 @@ class _RewardModels:
         if key not in self._loaded:
             self._loaded.clear()  # one at a time: each holds a copy of the head and adapter
             self._loaded[key] = load_detector(folder, vlm=vlm, heatmaps=True)
-        return self._loaded[key].score(image, prompt, text)
+        return Checked(self._loaded[key].score(image, prompt, text), [])
+
+
+def diff_html(diff: list[tuple[str, str, str]]) -> str:
+    """A word diff as rich text: removed words struck through in red, added ones in green."""
+    parts = []
+    for op, old, new in diff:
+        if op == "equal":
+            parts.append(html.escape(old))
+            continue
+        if old:
+            parts.append(f"<s style='color: #c0392b;'>{html.escape(old)}</s>")
+        if new:
+            parts.append(f"<b style='color: #1e8449;'>{html.escape(new)}</b>")
+    return "".join(parts) if any(op != "equal" for op, _o, _n in diff) else ""
 
 
 class HallucinationsPanel(ImageInput, Panel):
@@ -113,7 +143,33 @@ class HallucinationsPanel(ImageInput, Panel):
         self.tokens.token_clicked.connect(self._clicked)
         self.flagged = QListWidget()
         self.flagged.setObjectName("TldrFlagged")
-        self.flagged.setMaximumHeight(120)
+        self.flagged.setMaximumHeight(140)
+        self.flagged.setToolTip("Double-click a suggestion to put it in the text")
+        self.flagged.itemDoubleClicked.connect(self._apply_suggestion)
+        self.correct_button = QPushButton("Correct with the VLM")
+        self.correct_button.setObjectName("TldrCorrect")
+        self.correct_button.setToolTip(
+            "The paper's self-correction: the flagged words are fed back to the vision-language "
+            "model, which fixes only the sentences that hold them"
+        )
+        self.correct_button.clicked.connect(self.correct)
+        self.diff = QLabel()
+        self.diff.setObjectName("TldrDiff")
+        self.diff.setWordWrap(True)
+        self.diff.setTextFormat(Qt.TextFormat.RichText)
+        self.annotate = QCheckBox("Annotate: click a token to toggle its label")
+        self.annotate.setObjectName("TldrAnnotate")
+        self.annotate.toggled.connect(self._annotate_toggled)
+        self.save_annotation = QPushButton("Save annotation")
+        self.save_annotation.clicked.connect(self.save_annotation_now)
+        self.export_button = QPushButton("Export annotations…")
+        self.export_button.clicked.connect(self.export_annotations)
+        self.timer_label = QLabel()
+        self.timer_label.setObjectName("TldrTimer")
+        self._labels: list[int] = []  # per token: 1 good, 0 hallucinated (annotation mode)
+        self._annotation_started = 0.0
+        self._annotation_id: int | None = None
+        self._suggestions: list[Any] = []
         self.status = QLabel(
             "Open a photo, write or generate a caption, and check it: red words are likely "
             "hallucinated, green ones grounded, plain ones were not checked."
@@ -139,8 +195,20 @@ class HallucinationsPanel(ImageInput, Panel):
         right_layout.addLayout(form)
         right_layout.addWidget(QLabel("<b>Tokens</b> (hover one to see where its evidence lies)"))
         right_layout.addWidget(self.tokens, 1)
-        right_layout.addWidget(QLabel("<b>Flagged</b>"))
+        right_layout.addWidget(QLabel("<b>Flagged</b>, with replacements that fit the photo"))
         right_layout.addWidget(self.flagged)
+        fix_row = QHBoxLayout()
+        fix_row.addWidget(self.correct_button)
+        fix_row.addStretch(1)
+        right_layout.addLayout(fix_row)
+        right_layout.addWidget(self.diff)
+        annotate_row = QHBoxLayout()
+        annotate_row.addWidget(self.annotate)
+        annotate_row.addWidget(self.timer_label)
+        annotate_row.addStretch(1)
+        annotate_row.addWidget(self.save_annotation)
+        annotate_row.addWidget(self.export_button)
+        right_layout.addLayout(annotate_row)
         right_layout.addWidget(self.status)
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -247,8 +315,12 @@ class HallucinationsPanel(ImageInput, Panel):
         job.succeeded.connect(self._scored)
         job.failed.connect(self._failed)
 
-    def _scored(self, scores: Any) -> None:
-        self.scores = scores
+    def _scored(self, checked: Checked) -> None:
+        self.scores = checked.scores
+        self._suggestions = checked.suggestions
+        self._labels = [0 if t.flagged(self.threshold_value) else 1 for t in checked.scores.tokens]
+        self._annotation_id = None
+        self._annotation_started = time.monotonic()
         self._selected = -1
         self.canvas.set_overlay(None)
         self._redraw()
@@ -266,15 +338,40 @@ class HallucinationsPanel(ImageInput, Panel):
         scores = self.scores
         if scores is None:
             return
-        spans = [(t.start, t.end, t.p_good if t.checked else None) for t in scores.tokens]
+        spans: list[tuple[int, int, float | None]]
+        if self.annotate.isChecked() and len(self._labels) == len(scores.tokens):
+            # Annotation mode: the user's labels, not the detector's (0 red, 1 green).
+            spans = [
+                (t.start, t.end, float(label))
+                for t, label in zip(scores.tokens, self._labels, strict=True)
+            ]
+        else:
+            spans = [(t.start, t.end, t.p_good if t.checked else None) for t in scores.tokens]
         self.tokens.show_tokens(
             scores.response, spans, threshold=threshold, selected=self._selected
         )
         flagged = scores.flagged(threshold)
         self.flagged.clear()
+        covered: set[int] = set()
+        for suggestion in self._suggestions:
+            phrase = f"“{suggestion.original.strip()}”"
+            if suggestion.p_good is not None:
+                phrase += f"  P(good) {suggestion.p_good:.2f}"
+            self.flagged.addItem(phrase)
+            for text, p_good in suggestion.replacements:
+                shown = f"      → {text}" + (f"  ({p_good:.2f})" if p_good is not None else "")
+                item = QListWidgetItem(shown)
+                item.setData(Qt.ItemDataRole.UserRole, (suggestion, text))
+                self.flagged.addItem(item)
+            covered.update(
+                i
+                for i, t in enumerate(scores.tokens)
+                if t.start < suggestion.end and suggestion.start < t.end
+            )
         for index in flagged:
-            token = scores.tokens[index]
-            self.flagged.addItem(f"“{token.text.strip()}”  P(good) {token.p_good:.2f}")
+            if index not in covered:
+                token = scores.tokens[index]
+                self.flagged.addItem(f"“{token.text.strip()}”  P(good) {token.p_good:.2f}")
         checked = sum(1 for t in scores.tokens if t.checked)
         summary = (
             f"{len(flagged)} of {checked} checked token(s) flagged; "
@@ -292,9 +389,140 @@ class HallucinationsPanel(ImageInput, Panel):
         self._show_heatmap(index)
 
     def _clicked(self, index: int) -> None:
+        if self.annotate.isChecked() and 0 <= index < len(self._labels):
+            self._labels[index] = 1 - self._labels[index]
+            self._redraw()
+            return
         self._selected = -1 if index == self._selected else index
         self._redraw()
         self._show_heatmap(self._selected)
+
+    # -- fixing ----------------------------------------------------------------------------------
+    def _apply_suggestion(self, item: QListWidgetItem) -> None:
+        from visuallens_app.errors import VisualLensError
+        from visuallens_app.tldr.correct import apply_suggestion
+
+        chosen = item.data(Qt.ItemDataRole.UserRole)
+        if not chosen:
+            return
+        suggestion, replacement = chosen
+        try:
+            fixed = apply_suggestion(self.text.toPlainText(), suggestion, replacement)
+        except VisualLensError as err:
+            self.status.setText(str(err))
+            return
+        self.text.setPlainText(fixed)
+        self.check()
+
+    def correct(self) -> None:
+        """The paper's self-correction by the VLM, streamed; shown as a diff and re-checked."""
+        scores, image = self.scores, self.image
+        if scores is None or image is None:
+            self.status.setText("Check a text first; the correction fixes what was flagged.")
+            return
+        if not scores.flagged(self.threshold_value):
+            self.status.setText("Nothing is flagged at this threshold: nothing to correct.")
+            return
+        if not self.vlm.configured("tldr"):
+            self.status.setText(
+                "Correcting needs a vision-language model (File → Settings); the suggestions "
+                "above work without one."
+            )
+            return
+        from visuallens_app.tldr.correct import correct_with_vlm
+
+        text, threshold = scores.response, self.threshold_value
+        self.status.setText("Correcting the flagged sentences…")
+        self.correct_button.setEnabled(False)
+        job = self.vlm.run(
+            "tldr-correct",
+            "tldr",
+            lambda vlm, ctx: correct_with_vlm(
+                vlm, image, text, scores, threshold=threshold, cancel=ctx.cancel
+            ),
+        )
+        job.partial_result.connect(lambda piece: self.diff.setText(html.escape(piece.text)))
+        job.succeeded.connect(self._corrected)
+        job.failed.connect(self._failed)
+        job.finished.connect(lambda: self.correct_button.setEnabled(True))
+
+    def _corrected(self, correction: Any) -> None:
+        self.diff.setText(diff_html(correction.diff) or "No change.")
+        if correction.changed:
+            self.text.setPlainText(correction.corrected)
+            self.check()
+        else:
+            self.status.setText(
+                " ".join(["The model left the text as it was.", *correction.warnings])
+            )
+
+    # -- annotating ------------------------------------------------------------------------------
+    def _annotate_toggled(self, on: bool) -> None:
+        self._annotation_started = time.monotonic()
+        self.timer_label.setText("timing this item" if on else "")
+        self._redraw()
+
+    def annotation_store(self) -> Any:
+        from visuallens_app.tldr.annotate import AnnotationStore, default_annotations_path
+
+        return AnnotationStore(default_annotations_path(self.session.library_dir))
+
+    def save_annotation_now(self) -> None:
+        """Store the labels, the (corrected) text and the seconds spent on this item."""
+        from visuallens_app.errors import VisualLensError
+        from visuallens_app.tldr.annotate import AnnotatedToken
+
+        scores, path = self.scores, self.source.path
+        if scores is None or path is None:
+            self.status.setText("Check a text about a photo first, then label its tokens.")
+            return
+        seconds = time.monotonic() - self._annotation_started
+        tokens = [
+            AnnotatedToken(t.text, t.start, t.end, label, t.p_good, t.checked)
+            for t, label in zip(scores.tokens, self._labels, strict=True)
+        ]
+        text = self.text.toPlainText()
+        corrected = text if text != scores.response else None
+        try:
+            with self.annotation_store() as store:
+                if self._annotation_id is None:
+                    item = store.add(str(path), scores.response, tokens=tokens, corrected=corrected)
+                    self._annotation_id = item.id
+                    store.update(item.id, seconds=seconds)
+                else:
+                    store.update(
+                        self._annotation_id,
+                        labels=self._labels,
+                        corrected=corrected,
+                        add_seconds=seconds,
+                    )
+        except (VisualLensError, OSError) as err:
+            self.status.setText(str(err))
+            return
+        self._annotation_started = time.monotonic()
+        self.status.setText(f"Saved the annotation ({seconds:.0f} s on this item).")
+
+    def export_annotations(self) -> None:
+        from visuallens_app.errors import VisualLensError
+
+        path, chosen = QFileDialog.getSaveFileName(
+            self,
+            "Export annotations",
+            "annotations.jsonl",
+            "JSONL with offsets and labels (*.jsonl);;Label Studio import (*.json)",
+        )
+        if not path:
+            return
+        try:
+            with self.annotation_store() as store:
+                if path.endswith(".json") or "Label Studio" in chosen:
+                    count = store.export_label_studio(Path(path))
+                else:
+                    count = store.export_jsonl(Path(path))
+        except (VisualLensError, OSError) as err:
+            self.status.setText(str(err))
+            return
+        self.status.setText(f"Exported {count} annotation(s) to {path}.")
 
     def _show_heatmap(self, index: int) -> None:
         scores = self.scores
@@ -302,5 +530,5 @@ class HallucinationsPanel(ImageInput, Panel):
         self.canvas.set_overlay(heatmap_qimage(heat) if heat is not None else None)
 
     def shutdown(self) -> None:
-        for key in ("tldr-score", "tldr-generate", "tldr-image"):
+        for key in ("tldr-score", "tldr-generate", "tldr-image", "tldr-correct"):
             self.session.runner.cancel(key)
