@@ -5,7 +5,9 @@
 
 Each variant runs in its own process (allocator and OpenMP settings are per process), and the
 variants take turns round after round, so load from elsewhere on the machine hits them all
-alike; the table gives medians and ratios to ``shipped``. Variants:
+alike; the table gives medians and ratios to ``shipped``. On a loaded machine CPU ms per photo
+(user + system) is steadier than photos/s: spinning and page zeroing show in it, others' load
+does not. Variants:
 
 - ``shipped``: 32 images x 2 views per forward, glibc's allocator and libgomp's spinning wait
   as they come (the encoder before issue 16);
@@ -233,7 +235,7 @@ def _print_table(results: dict[str, Any], stages: list[str]) -> None:
         print(f"\n{stage}: medians (x = ratio to shipped)")
         print(
             f"  {'variant':<9} {'photos/s':>9} {'x':>6} {'user s':>7} {'sys s':>7} "
-            f"{'sys %':>6} {'faults/photo':>13} {'peak MiB':>9}"
+            f"{'sys %':>6} {'CPU ms/photo':>13} {'faults/photo':>13} {'peak MiB':>9}"
         )
         for variant, row in rows.items():
             r = row[stage]
@@ -241,6 +243,7 @@ def _print_table(results: dict[str, Any], stages: list[str]) -> None:
             print(
                 f"  {variant:<9} {r['photos_per_s']:>9.1f} {ratio:>6.2f} {r['user_s']:>7.2f} "
                 f"{r['sys_s']:>7.2f} {100 * r['sys_share']:>6.1f} "
+                f"{1000 * (r['user_s'] + r['sys_s']) / results['photos']:>13.0f} "
                 f"{r['faults_per_photo']:>13.0f} {row['peak_rss_mib']:>9.0f}"
             )
 
