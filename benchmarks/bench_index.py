@@ -28,6 +28,9 @@ from pathlib import Path
 
 from PIL import Image
 
+# Before open_clip loads torch: devices sets the OpenMP wait policy the app runs with (issue 16).
+from visuallens_app import devices  # noqa: F401
+
 RESULTS = Path(__file__).parent / "results"
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
 

