@@ -100,3 +100,37 @@ def test_suggestions_fix_a_flagged_word_and_annotations_are_saved_and_exported(
     assert record["text"] == panel.scores.response
     panel.correct()  # no VLM configured: it says how, never hangs
     assert "vision-language model" in panel.status.text() or "Nothing" in panel.status.text()
+
+
+def test_the_batch_view_ranks_the_librarys_captions_worst_first(
+    qtbot, make_window, library_copy
+) -> None:
+    from visuallens_app.gui.panels.hallucinations import HallucinationsPanel
+    from visuallens_app.lens.aspects import _store_captions
+    from visuallens_app.library.store import PhotoStore
+
+    library, photos = library_copy
+    with PhotoStore(library) as store:
+        hashes = {r.path.name: r.content_hash for r in store.list_photos()}
+        _store_captions(
+            store.db,
+            "written-by-hand",
+            {
+                hashes["chelsea.jpg"]: "A car parked on a road.",  # the photo is a cat
+                hashes["coffee.jpg"]: "A cup of coffee on a saucer.",
+            },
+        )
+    window = make_window([photos])
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=60_000)
+    panel = window.show_panel(HallucinationsPanel)
+    panel.check_library()
+    job = window.session.runner.current("tldr-batch")
+    qtbot.waitUntil(lambda: job.done, timeout=120_000)
+    assert job.outcome == "succeeded"
+    assert panel.batch.count() == 2
+    worst = panel.batch.item(0).data(256)  # Qt.UserRole
+    assert worst.path.name == "chelsea.jpg"
+    assert worst.rate > panel.batch.item(1).data(256).rate
+    panel._batch_chosen(panel.batch.item(0))
+    qtbot.waitUntil(lambda: panel.scores is not None, timeout=60_000)
+    assert panel.text.toPlainText() == "A car parked on a road."

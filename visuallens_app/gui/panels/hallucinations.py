@@ -52,6 +52,17 @@ class Checked:
     suggestions: list[Any]  # tldr.correct.Suggestion
 
 
+def check_library_captions(ctx: Any, library_dir: Path, encoder: Any, threshold: float) -> Any:
+    """The batch job: every stored caption of the library, scored by the grounding detector."""
+    from visuallens_app.gui import tasks
+    from visuallens_app.tldr.batch import library_captions, score_captions
+    from visuallens_app.tldr.grounding import GroundingDetector
+
+    with tasks.open_store(library_dir) as store:
+        items = library_captions(store.db)
+    return score_captions(GroundingDetector(encoder), items, threshold=threshold, cancel=ctx.cancel)
+
+
 def score_with_grounding(encoder: Any, image: Any, prompt: str, text: str) -> Checked:
     """The grounding detector's scores and suggestions over the app's encoder (worker side)."""
     from visuallens_app.tldr.correct import suggestions
@@ -210,10 +221,28 @@ class HallucinationsPanel(ImageInput, Panel):
         annotate_row.addWidget(self.export_button)
         right_layout.addLayout(annotate_row)
         right_layout.addWidget(self.status)
+        self.batch_button = QPushButton("Check the library's captions")
+        self.batch_button.setObjectName("TldrBatch")
+        self.batch_button.setToolTip(
+            "Score every stored caption (File → Caption photos writes them) in the background, "
+            "worst first; click one to inspect it"
+        )
+        self.batch_button.clicked.connect(self.check_library)
+        self.batch = QListWidget()
+        self.batch.setObjectName("TldrBatchList")
+        self.batch.setMaximumHeight(150)
+        self.batch.itemActivated.connect(self._batch_chosen)
+        self.batch.itemClicked.connect(self._batch_chosen)
+        self.batch.hide()
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.addWidget(self.source)
         left_layout.addWidget(self.canvas, 1)
+        batch_row = QHBoxLayout()
+        batch_row.addWidget(self.batch_button)
+        batch_row.addStretch(1)
+        left_layout.addLayout(batch_row)
+        left_layout.addWidget(self.batch)
         splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(right)
@@ -397,6 +426,62 @@ class HallucinationsPanel(ImageInput, Panel):
         self._redraw()
         self._show_heatmap(self._selected)
 
+    # -- the batch view ------------------------------------------------------------------------
+    def check_library(self) -> None:
+        """Score every caption in the library on a worker; the list fills worst first."""
+        running = self.session.runner.current("tldr-batch")
+        if running is not None:
+            running.cancel()
+            return
+        encoder = self.session.encoder
+        if encoder is None:
+            self.status.setText("The encoder is still loading; try again in a moment.")
+            return
+        directory, threshold = self.session.library_dir, self.threshold_value
+        self.batch.clear()
+        self.batch.show()
+        self.batch_button.setText("Stop checking")
+        job = self.session.runner.start(
+            "tldr-batch", lambda ctx: check_library_captions(ctx, directory, encoder, threshold)
+        )
+        job.partial_result.connect(self._batch_scored)
+        job.progress_changed.connect(lambda p: self.status.setText(p.message))
+        job.succeeded.connect(self._batch_done)
+        job.failed.connect(self._failed)
+        job.finished.connect(lambda: self.batch_button.setText("Check the library's captions"))
+
+    def _batch_scored(self, scored: Any) -> None:
+        text = (
+            f"{scored.rate:.0%}  {scored.path.name}: {scored.caption}"
+            f"  ({scored.flagged} of {scored.checked} checked flagged)"
+        )
+        item = QListWidgetItem(text)
+        item.setData(Qt.ItemDataRole.UserRole, scored)
+        item.setToolTip(str(scored.path))
+        row = 0  # worst first, kept sorted as results arrive
+        while row < self.batch.count():
+            other = self.batch.item(row).data(Qt.ItemDataRole.UserRole)
+            if other.rate < scored.rate:
+                break
+            row += 1
+        self.batch.insertItem(row, item)
+
+    def _batch_done(self, results: list[Any]) -> None:
+        if not results:
+            self.status.setText(
+                "No captions in the library yet: File → Caption photos with the VLM writes them."
+            )
+        else:
+            worst = sum(1 for r in results if r.flagged)
+            self.status.setText(f"Checked {len(results)} caption(s); {worst} with a flagged word.")
+
+    def _batch_chosen(self, item: QListWidgetItem) -> None:
+        scored = item.data(Qt.ItemDataRole.UserRole)
+        if scored is None:
+            return
+        self.text.setPlainText(scored.caption)
+        self.open_image(scored.path)  # checks the caption once the photo is in
+
     # -- fixing ----------------------------------------------------------------------------------
     def _apply_suggestion(self, item: QListWidgetItem) -> None:
         from visuallens_app.errors import VisualLensError
@@ -530,5 +615,5 @@ class HallucinationsPanel(ImageInput, Panel):
         self.canvas.set_overlay(heatmap_qimage(heat) if heat is not None else None)
 
     def shutdown(self) -> None:
-        for key in ("tldr-score", "tldr-generate", "tldr-image", "tldr-correct"):
+        for key in ("tldr-score", "tldr-generate", "tldr-image", "tldr-correct", "tldr-batch"):
             self.session.runner.cancel(key)
