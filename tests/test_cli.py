@@ -93,6 +93,33 @@ def test_indexing_an_empty_folder_is_not_an_error(library_dir: Path, tmp_path: P
     assert json.loads(out.stdout)["indexed"] == 0
 
 
+def test_bad_arguments_are_refused_before_any_model_loads(
+    library_dir: Path, tmp_path: Path
+) -> None:
+    """In-process and with torch never imported: the answer comes at once, not after a load."""
+    code = (
+        "import sys; from visuallens_app.cli import main; "
+        "codes = [main(a) for a in (['index', sys.argv[1]], ['search', '  '], "
+        "['search', 'cat', '-k', '0'], ['similar', sys.argv[2]], ['similar', sys.argv[3]])]; "
+        "print(codes, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "Pictres"), str(tmp_path), "nothere.jpg"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VISUALLENS_LIBRARY": str(library_dir)},
+        check=False,
+    )
+    assert out.stdout.strip() == "[1, 1, 1, 1, 1] False", out.stderr
+    assert out.stderr.splitlines() == [
+        f"visuallens: {tmp_path / 'Pictres'} does not exist: check the folder name.",
+        'visuallens: Give a text to search for, e.g. visuallens search "a red bicycle".',
+        "visuallens: -k must be at least 1 (it is 0).",
+        f"visuallens: {tmp_path} is a folder; give one photo to find similar ones.",
+        "visuallens: nothere.jpg does not exist: check the file name.",
+    ]
+
+
 def test_a_mistyped_folder_gets_one_sentence(library_dir: Path, tmp_path: Path) -> None:
     out = visuallens(
         "index", str(tmp_path / "Pictres"), "--encoder", "embedded", library=library_dir

@@ -64,10 +64,12 @@ def register(subparsers: Any) -> None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from visuallens_app.errors import SettingsError
-    from visuallens_app.library.indexer import index_folders
+    from visuallens_app.library.indexer import check_roots, index_folders
     from visuallens_app.library.search import PhotoSearch
     from visuallens_app.settings import Settings
 
+    with open_store(args) as store:  # a mistyped folder is refused before the model loads
+        check_roots(store, args.paths)
     encoder = load_encoder(args)
     with open_store(args) as store:
         report = run_job(index_folders(store, encoder, args.paths), show=not args.json)
@@ -131,9 +133,20 @@ def _print_hits(args: argparse.Namespace, hits: list[Any]) -> int:
     return 0
 
 
+def _check_k(args: argparse.Namespace) -> None:
+    from visuallens_app.errors import VisualLensError
+
+    if args.k is not None and args.k < 1:
+        raise VisualLensError(f"-k must be at least 1 (it is {args.k}).")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    from visuallens_app.errors import VisualLensError
     from visuallens_app.library.search import PhotoSearch
 
+    if not args.text.strip():
+        raise VisualLensError('Give a text to search for, e.g. visuallens search "a red bicycle".')
+    _check_k(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
         hits = PhotoSearch(store, encoder).text(args.text, k=args.k)
@@ -144,8 +157,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from visuallens_app.errors import LibraryError
     from visuallens_app.library.search import PhotoSearch
 
+    if args.image.is_dir():
+        raise LibraryError(f"{args.image} is a folder; give one photo to find similar ones.")
+    if not args.image.exists():
+        raise LibraryError(f"{args.image} does not exist: check the file name.")
     if not args.image.is_file():
         raise LibraryError(f"{args.image} is not a file.")
+    _check_k(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
         hits = PhotoSearch(store, encoder).similar(normalise_root(args.image), k=args.k)

@@ -113,6 +113,21 @@ def _decoded_in_order(
                     future.cancel()
 
 
+def check_roots(store: PhotoStore, roots: Sequence[Path]) -> list[Path]:
+    """The roots, normalised, once each; a file, or a missing folder the library never knew
+    (a typo, not an unplugged drive), is one sentence. Cheap: callers check before loading a
+    model."""
+    normalised = list(dict.fromkeys(normalise_root(r) for r in roots))
+    known_roots = set(store.roots())
+    missing = set(missing_roots(normalised))
+    for root in normalised:
+        if root.exists() and not root.is_dir():
+            raise LibraryError(f"{display_path(root)} is a file, not a folder of photos.")
+        if root in missing and root not in known_roots:
+            raise LibraryError(f"{display_path(root)} does not exist: check the folder name.")
+    return normalised
+
+
 def index_folders(
     store: PhotoStore,
     encoder: Encoder,
@@ -131,14 +146,8 @@ def index_folders(
     """
     cancel = cancel or CancelToken()
     report = IndexReport(encoder=encoder.id)
-    roots = list(dict.fromkeys(normalise_root(r) for r in roots))
-    known_roots = set(store.roots())
+    roots = check_roots(store, roots)
     missing = set(missing_roots(roots))
-    for root in roots:
-        if root.exists() and not root.is_dir():
-            raise LibraryError(f"{display_path(root)} is a file, not a folder of photos.")
-        if root in missing and root not in known_roots:
-            raise LibraryError(f"{display_path(root)} does not exist: check the folder name.")
     store.add_roots(roots)
     online = [r for r in roots if r not in missing]
     # A folder inside another one is walked as part of it, once.
