@@ -82,7 +82,7 @@ def test_errors_are_one_sentence_not_a_traceback(library_dir: Path, tmp_path: Pa
     missing = tmp_path / "nope.jpg"
     out = visuallens("similar", str(missing), library=library_dir)
     assert out.returncode == 1
-    assert out.stderr.strip() == f"visuallens: {missing} is not a file."
+    assert out.stderr.strip() == f"visuallens: {missing} does not exist: check the file name."
 
 
 def test_indexing_an_empty_folder_is_not_an_error(library_dir: Path, tmp_path: Path) -> None:
