@@ -69,6 +69,16 @@ def test_index_search_similar_status_json(library_dir: Path, photo_dir: Path) ->
     status = json.loads(out.stdout)
     assert status["photos"]["ok"] == 5
     assert status["photos"]["failed"] == 1
+    assert all(status["index_current"].values())
+    assert "search index, current" in visuallens("status", library=library_dir).stdout
+
+    # A manifest that claims what the store does not hold (a kill, a hand edit) is not believed.
+    (manifest,) = (library_dir / "index").glob("*.json")
+    claims = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**claims, "count": 99999999999, "fingerprint": "stale"}))
+    out = visuallens("status", library=library_dir)
+    assert "99999999999" not in out.stdout
+    assert "the saved search index is out of date (rebuilt on the next search)" in out.stdout
 
 
 def test_errors_are_one_sentence_not_a_traceback(library_dir: Path, tmp_path: Path) -> None:

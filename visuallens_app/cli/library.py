@@ -179,15 +179,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         encoders = store.encoders()
         store_roots = [display_path(r) for r in store.roots()]
         indexes = {}
+        current = {}
         for encoder_id in encoders:
             manifest = VectorIndex.manifest(store.index_dir, index_name(encoder_id))
             indexes[encoder_id] = manifest
+            # The manifest says what the file claims; the store says what is true. The index is
+            # current only when it was built from the store as it is now.
+            current[encoder_id] = bool(
+                manifest and manifest.get("fingerprint") == store.fingerprint(encoder_id)
+            )
         data = {
             "library": display_path(library_dir(args)),
             "photos": counts,
             "roots": store_roots,
             "encoders": encoders,
             "indexes": indexes,
+            "index_current": current,
         }
 
     def text() -> str:
@@ -199,11 +206,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines += [f"Folder: {r}" for r in store_roots]
         for encoder_id, n in encoders.items():
             manifest = indexes.get(encoder_id)
-            state = (
-                f"{manifest['kind']} index of {manifest['count']} vectors"
-                if manifest
-                else "no index file yet (built on the next search)"
-            )
+            if not manifest:
+                state = "no index file yet (built on the next search)"
+            elif current[encoder_id]:
+                state = f"{manifest['kind']} search index, current"
+            else:
+                state = "the saved search index is out of date (rebuilt on the next search)"
             lines.append(f"Encoder {encoder_id}: {n} photos, {state}")
         return "\n".join(lines)
 
