@@ -74,3 +74,24 @@ def test_date_and_folder_filters(tmp_path: Path) -> None:
         june = store.list_photos(date_from="2024-06-01", date_to="2024-06-01")
         assert [p.path.name for p in june] == ["b"]
         assert len(store.list_photos(newest_first=False)) == 3
+
+
+def test_a_zero_byte_database_beside_its_thumbnails_says_the_library_was_lost(
+    tmp_path: Path,
+) -> None:
+    from visuallens_app.library.store import DB_NAME, PhotoStore
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / DB_NAME).touch()  # an empty file and nothing else: a library being created
+    with PhotoStore(fresh) as store:
+        assert store.warnings == []
+    lost = tmp_path / "lost"
+    (lost / "thumbnails").mkdir(parents=True)
+    (lost / "thumbnails" / "ab.jpg").write_bytes(b"x")
+    (lost / DB_NAME).touch()  # truncated by a crash or a disk problem
+    with PhotoStore(lost) as store:
+        (warning,) = store.warnings
+        assert "was empty (0 bytes)" in warning
+        assert "index your folders again" in warning
+        assert store.counts()["ok"] == 0  # a new, working library

@@ -48,7 +48,10 @@ def library_dir(args: argparse.Namespace) -> Path:
 def open_store(args: argparse.Namespace) -> Any:
     from visuallens_app.library.store import PhotoStore
 
-    return PhotoStore(library_dir(args))
+    store = PhotoStore(library_dir(args))
+    for warning in store.warnings:
+        print(f"visuallens: {warning}", file=sys.stderr)
+    return store
 
 
 def load_encoder(args: argparse.Namespace, *, quiet: bool = False) -> Any:

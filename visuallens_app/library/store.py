@@ -8,6 +8,7 @@ transaction, which is what makes an indexing run resumable after a kill at any m
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import time
 import uuid
@@ -25,6 +26,8 @@ from sqlite_utils import Migrations
 from visuallens_app.errors import LibraryError
 from visuallens_app.library.paths import path_from_db, path_to_db
 from visuallens_app.library.thumbnails import ThumbnailCache
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "library.sqlite"
 
@@ -256,8 +259,11 @@ class PhotoStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        #: Sentences about this library the user should hear once (printed by the CLI).
+        self.warnings: list[str] = []
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._warn_if_lost()
             conn = sqlite3.connect(self.directory / DB_NAME, timeout=30.0)
             self.db = sqlite_utils.Database(conn)
             _prepare(self.db)
@@ -268,6 +274,26 @@ class PhotoStore:
             ) from err
         self.thumbnails = ThumbnailCache(self.directory / "thumbnails")
         self.index_dir = self.directory / "index"
+
+    def _warn_if_lost(self) -> None:
+        """A 0-byte database beside thumbnails or an index was a library once: say it is gone
+        (SQLite would silently start an empty one in its place)."""
+        path = self.directory / DB_NAME
+        if not path.is_file() or path.stat().st_size > 0:
+            return
+        traces = [
+            d
+            for d in (self.directory / "thumbnails", self.directory / "index")
+            if d.is_dir() and any(d.iterdir())
+        ]
+        if traces:
+            message = (
+                f"The library database {path} was empty (0 bytes) although its thumbnails and "
+                "index are there, so the library was lost (a crash or a disk problem); a new "
+                "one is started: index your folders again (the photos themselves are untouched)."
+            )
+            log.warning(message)
+            self.warnings.append(message)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
