@@ -237,3 +237,21 @@ def test_items_that_are_not_files_are_counted_in_one_line(
     )
     report = json.loads(out.stdout)
     assert (report["not_files"], report["failed"]) == (3, [])
+
+
+@pytest.mark.parametrize("page", [2, 6])
+def test_a_damaged_database_says_how_to_recover(
+    library_dir: Path, photo_dir: Path, page: int
+) -> None:
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+    assert out.returncode == 0, out.stderr
+    database = library_dir / "library.sqlite"
+    with open(database, "r+b") as db:  # random bytes over one page, as a failing disk leaves
+        db.seek(4096 * (page - 1))
+        db.write(os.urandom(4096))
+    out = visuallens("status", library=library_dir)
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("visuallens: The library's database is damaged")
+    assert ".recover" in line
+    assert "photos are untouched" in line

@@ -44,6 +44,8 @@ def user_message(err: BaseException) -> str | None:
         return str(err)
     if isinstance(err, MemoryError):
         return "Not enough memory to finish; close other programs and try again."
+    if isinstance(err, sqlite3.DatabaseError) and is_damaged_database(err):
+        return damaged_library_sentence()
     if isinstance(err, sqlite3.OperationalError):
         text = str(err).lower()
         if "full" in text:
@@ -71,3 +73,19 @@ def first_sentence(err: BaseException) -> str:
     """The first sentence of a library's error message, so ours stays one sentence."""
     text = str(err).strip()
     return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(err).__name__
+
+
+def is_damaged_database(err: BaseException) -> bool:
+    """Whether a SQLite error says the database file itself is damaged."""
+    text = str(err).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+def damaged_library_sentence(path: object = None) -> str:
+    """What to say when SQLite finds the library's database damaged, and how to recover."""
+    where = f" ({path})" if path else ""
+    return (
+        f"The library's database is damaged{where}; your photos are untouched: recover it with "
+        "`sqlite3 library.sqlite .recover | sqlite3 recovered.sqlite` and put the result in its "
+        "place, or move it aside and index your folders again."
+    )

@@ -267,6 +267,15 @@ class PhotoStore:
             conn = sqlite3.connect(self.directory / DB_NAME, timeout=30.0)
             self.db = sqlite_utils.Database(conn)
             _prepare(self.db)
+        except sqlite3.DatabaseError as err:
+            from visuallens_app.errors import damaged_library_sentence, is_damaged_database
+
+            if is_damaged_database(err):
+                raise LibraryError(damaged_library_sentence(self.directory / DB_NAME)) from err
+            raise LibraryError(
+                f"Cannot open the photo library at {self.directory}: {err}. "
+                "Choose another location with --library or check the disk."
+            ) from err
         except (OSError, sqlite3.Error) as err:
             raise LibraryError(
                 f"Cannot open the photo library at {self.directory}: {err}. "
