@@ -376,3 +376,21 @@ def test_a_catalog_folder_under_an_unknown_user_is_one_sentence() -> None:
         "The catalog folder ~nosuchuser-visuallens/catalog names the home folder of "
         "'nosuchuser-visuallens', who is not a user on this computer."
     )
+
+
+def test_huge_fields_are_cut_at_load_with_one_warning_each(tmp_path: Path) -> None:
+    from visuallens_app.lens.catalog import MAX_DESCRIPTION_CHARS
+
+    huge = "espresso bar with latte art " * 2_000_000  # about 56 MB on one line
+    lines = [
+        {"name": "Huge", "category": "coffee shop", "description": huge},
+        {"name": "Plain", "category": "coffee shop", "description": "a quiet cafe"},
+    ]
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    loaded = load_catalog(tmp_path)
+    big, plain = loaded.catalog.items
+    assert len(big.description) <= MAX_DESCRIPTION_CHARS
+    assert big.description.startswith("espresso bar with latte art")
+    assert plain.description == "a quiet cafe"
+    (problem,) = loaded.problems
+    assert "cut to 10,000 characters" in str(problem)

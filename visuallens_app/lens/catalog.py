@@ -392,6 +392,11 @@ def _images(line: int, value: object, root: Path, problems: list[CatalogProblem]
     return images
 
 
+#: Longer fields are cut at load, with a warning: nothing downstream reads more.
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_NAME_CHARS = 300
+
+
 def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
     values = _fields(record)
     name = _required(line, "name", values.get("name"))
@@ -404,6 +409,16 @@ def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
             raise _SkipLine(CatalogProblem(line, "tags", str(bad))) from None
     rating = _rating(line, values.get("rating"))
     description = _text(line, "description", values.get("description"))
+    cut: list[CatalogProblem] = []
+    if description and len(description) > MAX_DESCRIPTION_CHARS:
+        # A 48 MB description made recommend peak at 7.8 GB: the encoders read ~256 tokens.
+        description = description[:MAX_DESCRIPTION_CHARS].rsplit(" ", 1)[0]
+        cut.append(
+            CatalogProblem(line, "description", f"cut to {MAX_DESCRIPTION_CHARS:,} characters")
+        )
+    if len(name) > MAX_NAME_CHARS:
+        name = name[:MAX_NAME_CHARS].rstrip()
+        cut.append(CatalogProblem(line, "name", f"cut to {MAX_NAME_CHARS} characters"))
     if not description:
         # A text encoder needs something to match; the tags say more than the name alone.
         description = f"{name}: {', '.join(tags)}" if tags else name
@@ -421,7 +436,7 @@ def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
         tags=tuple(tags),
         rating=rating,
         url=url or None,
-        problems=tuple(image_problems),  # reported only if the line is kept (ids come later)
+        problems=(*cut, *image_problems),  # reported only if the line is kept (ids come later)
     )
 
 
