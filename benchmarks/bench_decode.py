@@ -24,27 +24,18 @@ from pathlib import Path
 import PIL
 from PIL import Image
 
+from benchmarks.samples import SAMPLES, sample_photo
 from visuallens_app.library.decode import decode_photo
 from visuallens_app.library.scan import scan_folders
 
 RESULTS = Path(__file__).parent / "results" / "decode.json"
-SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
-
-
-def _sample(name: str) -> Image.Image:
-    """A scikit-image sample photo, read from the files its wheel ships (no download)."""
-    import skimage
-
-    path = next((Path(skimage.__file__).parent / "data").glob(f"{name}.*"))
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def _make_jpegs(folder: Path, count: int) -> list[Path]:
     """``count`` 12 MP JPEGs, upscaled from the samples (with a shift, so no two are equal)."""
     paths = []
     for i in range(count):
-        image = _sample(SAMPLES[i % len(SAMPLES)]).resize(
+        image = sample_photo(SAMPLES[i % len(SAMPLES)]).resize(
             (4000 + i, 3000), Image.Resampling.BICUBIC
         )
         path = folder / f"IMG_{i:04d}.jpg"

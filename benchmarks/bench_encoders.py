@@ -25,29 +25,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmarks.samples import decoded_photos
+
 RESULTS = Path(__file__).parent / "results" / "encoders.json"
-SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
 BATCH = 32
-
-
-def _sample(name: str) -> Image.Image:
-    """A scikit-image sample photo, read from the files its wheel ships (no download)."""
-    import skimage
-
-    path = next((Path(skimage.__file__).parent / "data").glob(f"{name}.*"))
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def _decoded_photos(count: int, short_side: int = 224) -> list[Image.Image]:
-    """``count`` RGB images with a 224 px short side, as the decoder delivers them."""
-    bases = []
-    for name in SAMPLES:
-        image = _sample(name)
-        scale = short_side / min(image.size)
-        size = (round(image.width * scale), round(image.height * scale))
-        bases.append(image.resize(size, Image.Resampling.BICUBIC))
-    return [bases[i % len(bases)].copy() for i in range(count)]
 
 
 def _best_of(repeats: int, run: Callable[[], object]) -> float:
@@ -93,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from visuallens_app.models.embedded import EmbeddedEncoder
 
     threads = configure_torch_threads()
-    photos = _decoded_photos(count)
+    photos = decoded_photos(count)
     encoders: dict[str, Callable[[Path], object]] = {
         "embedded (EfficientNet-Lite0 + MiniLM, 2 views)": lambda cache: EmbeddedEncoder(
             cache_dir=cache

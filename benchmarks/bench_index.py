@@ -28,24 +28,17 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmarks.samples import SAMPLES, sample_photo
+
 # Before open_clip loads torch: devices sets the OpenMP wait policy the app runs with (issue 16).
 from visuallens_app import devices  # noqa: F401
 
 RESULTS = Path(__file__).parent / "results"
-SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
-
-
-def _sample(name: str) -> Image.Image:
-    import skimage
-
-    path = next((Path(skimage.__file__).parent / "data").glob(f"{name}.*"))
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def make_12mp_jpegs(folder: Path, n: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    bases = [_sample(s).resize((4000, 3000), Image.Resampling.BILINEAR) for s in SAMPLES]
+    bases = [sample_photo(s).resize((4000, 3000), Image.Resampling.BILINEAR) for s in SAMPLES]
     paths = []
     for i in range(n):
         path = folder / f"IMG_{i:04d}.jpg"
@@ -124,7 +117,7 @@ def bench_throughput(n: int, work: Path) -> dict[str, float]:
         "indexer_img_s": _index_rate(work / "12mp", encoder, work / "lib-clip"),
     }
     embedded = EmbeddedEncoder()
-    embedded.encode_images([_sample("coffee")])  # warm-up
+    embedded.encode_images([sample_photo("coffee")])  # warm-up
     out["embedded_indexer_img_s"] = _index_rate(work / "12mp", embedded, work / "lib-embedded")
     out["speedup_vs_naive"] = out["indexer_img_s"] / out["naive_img_s"]
     out["share_of_model_limit"] = out["indexer_img_s"] / out["model_only_img_s"]
@@ -135,7 +128,7 @@ def _tiny_jpeg_bytes() -> bytes:
     import io
 
     buffer = io.BytesIO()
-    _sample("coffee").resize((64, 48)).save(buffer, "JPEG", quality=80)
+    sample_photo("coffee").resize((64, 48)).save(buffer, "JPEG", quality=80)
     return buffer.getvalue()
 
 

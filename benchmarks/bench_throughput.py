@@ -42,8 +42,9 @@ from typing import Any
 
 from PIL import Image
 
+from benchmarks.samples import SAMPLES, decoded_photos, sample_photo
+
 RESULTS = Path(__file__).parent / "results" / "throughput.json"
-SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
 # variant -> (images per forward or None for the encoder's default, allocator, OpenMP wait)
 VARIANTS: dict[str, tuple[int | None, str, str]] = {
     "shipped": (32, "glibc", "spin"),
@@ -63,27 +64,10 @@ KEEP_ENV = {
 }
 
 
-def _sample(name: str) -> Image.Image:
-    import skimage
-
-    path = next((Path(skimage.__file__).parent / "data").glob(f"{name}.*"))
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def _decoded_photos(count: int, short_side: int = 224) -> list[Image.Image]:
-    bases = []
-    for name in SAMPLES:
-        image = _sample(name)
-        scale = short_side / min(image.size)
-        bases.append(image.resize((round(image.width * scale), round(image.height * scale))))
-    return [bases[i % len(bases)].copy() for i in range(count)]
-
-
 def make_jpegs(folder: Path, n: int, size: tuple[int, int] = (1600, 1200)) -> None:
     """``n`` distinct 1.9 MP JPEGs, like a phone's camera roll scaled down."""
     folder.mkdir(parents=True, exist_ok=True)
-    bases = [_sample(s).resize(size, Image.Resampling.BILINEAR) for s in SAMPLES]
+    bases = [sample_photo(s).resize(size, Image.Resampling.BILINEAR) for s in SAMPLES]
     for i in range(n):
         image = bases[i % len(bases)].rotate(i % 7, fillcolor=(i % 255, 40, 90))
         image.save(folder / f"IMG_{i:04d}.jpg", quality=90)
@@ -132,7 +116,7 @@ def _child(variant: str, photos: int, work: Path, index: bool) -> None:
     from visuallens_app.models.embedded import EmbeddedEncoder
 
     encoder = EmbeddedEncoder(cache_dir=work / "cache", batch_size=batch)
-    images = _decoded_photos(photos)
+    images = decoded_photos(photos)
     encoder.encode_images(images[:4])  # warm-up: kernel selection, first allocations
     out: dict[str, Any] = {"variant": variant}
     out["encode"] = _measured(photos, lambda: encoder.encode_images(images))

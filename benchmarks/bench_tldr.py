@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from benchmarks.samples import sample_photo
 
 RESULTS = Path(__file__).parent / "results" / "tldr.json"
 # 25 word tokens (punctuation included), five judged objects for the embedded encoder.
@@ -29,14 +30,6 @@ CAPTION = (
     "A tabby cat sits on a wooden chair next to a cup, a book and a lamp "
     "near the window of the house."
 )
-
-
-def _sample(name: str) -> Image.Image:
-    import skimage
-
-    path = next((Path(skimage.__file__).parent / "data").glob(f"{name}.*"))
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def _best_of(repeats: int, run: Callable[[], object]) -> float:
@@ -65,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     threads = configure_torch_threads()
     encoder = load_encoder("embedded", device="cpu").encoder
     detector = GroundingDetector(encoder)
-    image = _sample("chelsea")
+    image = sample_photo("chelsea")
     tokens = len(tokenize(CAPTION))
 
     # The texts the detector batches, recovered from one run (same order as its batch).
