@@ -159,11 +159,16 @@ def fetch_clip_weights(
             progress_callback(size, size)
         return local
     if hub_offline():
-        raise ModelUnavailableError(
+        from visuallens_app.hub import HubUnreachableError
+
+        raise HubUnreachableError(
             f"CLIP {arch} ({tag}) weights are not on this machine and downloads are off "
             "(HF_HUB_OFFLINE is set); unset it and retry, "
-            "or pass --encoder clip:/path/to/checkpoint.bin."
+            "or pass --encoder clip:/path/to/checkpoint.bin.",
+            "Downloads are switched off on this machine (HF_HUB_OFFLINE is set), so the CLIP "
+            "weights cannot be fetched; keep the embedded encoder, which needs no download.",
         )
+    _require_hub(arch, tag)
     cfg = _pretrained_cfg(arch, tag)
     try:
         if cfg.get("hf_hub"):
@@ -179,6 +184,17 @@ def fetch_clip_weights(
             "check the network connection and retry, "
             "or pass --encoder clip:/path/to/checkpoint.bin."
         ) from err
+
+
+def _require_hub(arch: str, tag: str) -> None:
+    """Fail at once, in one sentence, when the weights would have to come over no network."""
+    from visuallens_app.hub import require_hub
+
+    require_hub(
+        f"CLIP {arch} ({tag}) weights",
+        cli_alternative="pass --encoder clip:/path/to/checkpoint.safetensors",
+        gui_alternative="keep the embedded encoder, which needs no download",
+    )
 
 
 def _fetch_from_hub(
@@ -290,6 +306,8 @@ class ClipEncoder:
                 f"CLIP {arch} ({tag}) weights are not on this machine and it is offline; "
                 f"{_HOW_TO_GET}."
             )
+        if not clip_weights_available(arch, tag):
+            _require_hub(arch, tag)
         resolved = available_device(device)
         try:
             model, _, _ = open_clip.create_model_and_transforms(
