@@ -343,3 +343,13 @@ def test_the_search_box_and_sort_follow_what_the_grid_shows(
     assert panel.search_box.text() == ""
     assert panel.sort.isVisible()
     qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+
+
+def test_adding_a_folder_without_photos_says_so(qtbot, make_window, tmp_path: Path) -> None:
+    empty = tmp_path / "no-photos-here"
+    empty.mkdir()
+    window = make_window([])
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=60_000):
+        window.add_folder(empty)
+    assert window.banner.isVisible()
+    assert f"No photos found in {empty}" in window.banner.text

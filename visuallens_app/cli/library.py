@@ -82,10 +82,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not report.cancelled and store.encoder_dim(encoder.id) is not None:
             # Build the search index now, so the first search is instant.
             PhotoSearch(store, encoder).index()
+        roots = [normalise_root(p) for p in args.paths]
+        empty = [r for r in roots if display_path(r) in report.empty_roots]
+        for root in empty:  # a folder with no photo is not one of the library's folders
+            store.remove_root(root)
+    # The settings' folder list is the one the app follows for its own library; indexing into
+    # another library (--library or VISUALLENS_LIBRARY) leaves it alone.
     settings = Settings.load()
-    roots = [str(normalise_root(p)) for p in args.paths]
-    new_roots = [r for r in roots if r not in settings.photo_folders]
-    if new_roots and not args.library:
+    new_roots = [str(r) for r in roots if str(r) not in settings.photo_folders and r not in empty]
+    if new_roots and _is_the_apps_library(args, settings):
         settings.photo_folders.extend(new_roots)
         try:
             settings.save()
@@ -97,6 +102,12 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"Indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}"
             f" (encoder {report.encoder}).",
         ]
+        for root in report.empty_roots:
+            lines.append(
+                f"No photos found in {root} (nor in its subfolders): nothing to index there, "
+                "and it was not added to the library. Photos are JPEG, PNG, WebP, TIFF, BMP, "
+                "GIF or HEIC files."
+            )
         if report.reused_vectors:
             lines.append(f"{report.reused_vectors} moved or duplicate photos kept their vectors.")
         for root in report.offline_roots:
@@ -128,6 +139,17 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     emit(args, report.as_json(), text)
     return 130 if report.cancelled else 0
+
+
+def _is_the_apps_library(args: argparse.Namespace, settings: Any) -> bool:
+    """Whether the command works on the library the settings (and so the app) name."""
+    import os
+
+    if args.library or os.environ.get("VISUALLENS_LIBRARY"):
+        return bool(settings.library_dir) and normalise_root(library_dir(args)) == normalise_root(
+            settings.library_dir
+        )
+    return True
 
 
 def _count(n: int, noun: str) -> str:

@@ -467,6 +467,13 @@ class MainWindow(QMainWindow):
             if report.failed:
                 parts.append(f"{len(report.failed)} could not be read")
             self.statusBar().showMessage(", ".join(parts) + ".", 8000)
+            for root in report.empty_roots:
+                self._banner_action_slot = None
+                self.banner.show_message(
+                    f"No photos found in {root} (nor in its subfolders); photos added there "
+                    "later are indexed as they arrive.",
+                    level="info",
+                )
             for root in report.offline_roots:
                 self.show_error(
                     f"The photo folder {root} is not reachable; its photos are kept but marked "

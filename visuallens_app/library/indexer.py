@@ -50,6 +50,7 @@ class IndexReport:
     offline_roots: list[str] = field(default_factory=list)
     not_files: int = 0  # named like photos, but pipes, devices or sockets: never read
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but...
+    empty_roots: list[str] = field(default_factory=list)  # folders with no photo in them at all
     cancelled: bool = False
 
     def as_json(self) -> dict[str, object]:
@@ -62,6 +63,7 @@ class IndexReport:
             "offline_roots": self.offline_roots,
             "not_files": self.not_files,
             "notes": [{"path": p, "note": n} for p, n in self.notes],
+            "empty_roots": self.empty_roots,
             "encoder": self.encoder,
             "cancelled": self.cancelled,
         }
@@ -200,6 +202,8 @@ def index_folders(
             if found == 0 and any(k.startswith(prefix) for k in known):
                 offline.add(root)  # an empty mount point: the drive is not there
                 offline.update(r for r in online if r.is_relative_to(root))
+            elif found == 0 and not any(u.startswith(prefix) for u in unlisted):
+                report.empty_roots.append(display_path(root))
         for root in roots:
             if root in offline:
                 store.set_root_state(root, "offline")
