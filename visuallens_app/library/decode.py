@@ -364,7 +364,7 @@ def _rows_the_decoder_made_up(image: Image.Image, width: int, file_bytes: int) -
         return 0
     flat = (np.abs(rows.astype(np.int16) - _JPEG_FILL) <= 1).all(axis=1)
     has_data = np.flatnonzero(~flat)
-    missing = len(flat) - (int(has_data[-1]) + 1 if has_data.size else 0)
+    missing = image.height - (int(has_data[-1]) + 1 if has_data.size else 0)
     scale = width / image.width  # full-size pixels per decoded pixel
     blocks = (width / 8) * (missing * scale / 8)
     return missing if file_bytes * 8 < blocks else 0
