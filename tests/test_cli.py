@@ -253,6 +253,7 @@ def test_a_damaged_database_says_how_to_recover(
     assert out.returncode == 1
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("visuallens: The library's database is damaged")
+    assert "SQLite's integrity check" in line  # PRAGMA quick_check's evidence, in the sentence
     assert ".recover" in line
     assert "photos are untouched" in line
 

@@ -95,3 +95,26 @@ def test_a_zero_byte_database_beside_its_thumbnails_says_the_library_was_lost(
         assert "was empty (0 bytes)" in warning
         assert "index your folders again" in warning
         assert store.counts()["ok"] == 0  # a new, working library
+
+
+def test_a_damaged_database_is_reported_with_what_quick_check_finds(tmp_path: Path) -> None:
+    """Issue 12: on a "malformed" open, PRAGMA quick_check's findings join the sentence."""
+    import pytest
+
+    from visuallens_app.errors import LibraryError
+
+    library = tmp_path / "library"
+    with PhotoStore(library) as store:
+        store.add_roots([tmp_path / f"folder{i}" for i in range(400)])  # several b-tree pages
+    database = library / "library.sqlite"
+    assert database.stat().st_size > 3 * 4096
+    with open(database, "r+b") as db:
+        db.seek(2 * 4096)  # page 3: a table's b-tree page, not the schema
+        db.write(os.urandom(4096))
+    with pytest.raises(LibraryError) as err:
+        PhotoStore(library)
+    message = str(err.value)
+    assert message.startswith("The library's database is damaged")
+    assert "SQLite's integrity check (quick_check) finds" in message
+    assert "Page 3" in message  # the page SQLite found damaged
+    assert "\n" not in message

@@ -81,9 +81,13 @@ def is_damaged_database(err: BaseException) -> bool:
     return "malformed" in text or "not a database" in text or "corrupt" in text
 
 
-def damaged_library_sentence(path: object = None) -> str:
-    """What to say when SQLite finds the library's database damaged, and how to recover."""
-    where = f" ({path})" if path else ""
+def damaged_library_sentence(path: object = None, evidence: str = "") -> str:
+    """What to say when SQLite finds the library's database damaged, and how to recover.
+
+    ``evidence`` is what SQLite's own integrity check found, when it was run (a short clause).
+    """
+    where = "; ".join(str(x) for x in (path, evidence) if x)
+    where = f" ({where})" if where else ""
     return (
         f"The library's database is damaged{where}; your photos are untouched: recover it with "
         "`sqlite3 library.sqlite .recover | sqlite3 recovered.sqlite` and put the result in its "

@@ -235,7 +235,7 @@ def run_handler(args: argparse.Namespace) -> int:
         print(f"visuallens: cancelled{'; ' + kept if kept else ''}.", file=sys.stderr)
         return 130
     except Exception as err:
-        message = user_message(err)
+        message = _damaged_library_message(args, err) or user_message(err)
         if message is not None:
             print(f"visuallens: {message}", file=sys.stderr)
             return 1
@@ -245,6 +245,21 @@ def run_handler(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def _damaged_library_message(args: argparse.Namespace, err: BaseException) -> str | None:
+    """For SQLite finding the library damaged mid-command: the sentence, with what its
+    integrity check says about the file (on open, the store adds this itself)."""
+    import sqlite3
+
+    from visuallens_app.errors import damaged_library_sentence, is_damaged_database
+
+    if not isinstance(err, sqlite3.DatabaseError) or not is_damaged_database(err):
+        return None
+    from visuallens_app.library.store import DB_NAME, integrity_evidence
+
+    path = library_dir(args) / DB_NAME
+    return damaged_library_sentence(path, integrity_evidence(path)) if path.is_file() else None
 
 
 def reader_gone() -> int:

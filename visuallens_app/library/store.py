@@ -250,6 +250,44 @@ def _prepare(db: sqlite_utils.Database, attempts: int = 100) -> None:
     apply_migrations(db, migrations)
 
 
+#: How many problems ``PRAGMA quick_check`` lists at most: enough to say "many".
+_QUICK_CHECK_LIMIT = 20
+
+
+def integrity_evidence(path: Path) -> str:
+    """What SQLite's ``PRAGMA quick_check`` finds in the database at ``path``, as a clause.
+
+    Run when opening fails as "malformed", so the sentence says what SQLite itself found
+    (how many problems, the first one) instead of only repeating the error. Read-only, and
+    O(database size): seconds at most, and only on this failure path.
+    """
+    from visuallens_app.errors import first_sentence
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = [str(r[0]) for r in conn.execute(f"PRAGMA quick_check({_QUICK_CHECK_LIMIT})")]
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        return f"SQLite's integrity check cannot read it at all: {first_sentence(err)}"
+    # One row may hold several lines, headed "*** in database main ***".
+    problems = [
+        line.strip()
+        for row in rows
+        for line in row.splitlines()
+        if line.strip() and not line.startswith("***")
+    ]
+    if problems == ["ok"] or not problems:
+        return "SQLite's integrity check (quick_check) finds no damage in the page structure"
+    many = len(rows) >= _QUICK_CHECK_LIMIT
+    count = f"at least {len(problems)}" if many else str(len(problems))
+    return (
+        f"SQLite's integrity check (quick_check) finds {count} "
+        f"problem{'s' if problems[1:] else ''}, the first: {problems[0].rstrip('.')}"
+    )
+
+
 class PhotoStore:
     """One library directory: ``library.sqlite``, the FAISS files and the thumbnail cache.
 
@@ -271,7 +309,10 @@ class PhotoStore:
             from visuallens_app.errors import damaged_library_sentence, is_damaged_database
 
             if is_damaged_database(err):
-                raise LibraryError(damaged_library_sentence(self.directory / DB_NAME)) from err
+                path = self.directory / DB_NAME
+                raise LibraryError(
+                    damaged_library_sentence(path, integrity_evidence(path))
+                ) from err
             raise LibraryError(
                 f"Cannot open the photo library at {self.directory}: {err}. "
                 "Choose another location with --library or check the disk."
