@@ -522,3 +522,46 @@ def test_ctrl_c_on_the_command_line_says_how_many_photos_are_kept(
         kept = store.counts()["ok"]
     assert 4 <= kept < 65
     assert f"Cancelled: the {kept} photos indexed before that are kept" in out, out
+
+
+def test_deleted_thumbnails_are_made_again_when_asked_for(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    """Issue 12 item 10: a re-scan said "unchanged" and the thumbnails never came back."""
+    _index(library_dir, encoder, photo_dir)
+    with PhotoStore(library_dir) as store:
+        photos = store.list_photos()
+        shutil.rmtree(store.thumbnails.root)
+        report = _index(library_dir, encoder, photo_dir)
+        assert report.unchanged == 5  # the re-scan does not look at thumbnails at all
+        assert not store.thumbnails.root.exists()
+        for photo in photos:
+            path = store.thumbnails.ensure(photo.content_hash, photo.path)
+            assert path is not None
+            with Image.open(path) as thumbnail:
+                assert max(thumbnail.size) == 256
+        # A photo whose content changed since it was indexed gets no thumbnail under the old
+        # hash (the next index run gives it one under the new).
+        changed = photos[0]
+        store.thumbnails.remove(changed.content_hash)
+        Image.new("RGB", (64, 64), "red").save(changed.path, "JPEG")
+        assert store.thumbnails.ensure(changed.content_hash, changed.path) is None
+
+
+def test_search_json_gives_each_result_its_thumbnail_rebuilt_if_deleted(
+    library_dir: Path, photo_dir: Path
+) -> None:
+    base = [sys.executable, "-m", "visuallens_app.cli"]
+    lib = ["--library", str(library_dir), "--encoder", "embedded"]
+    subprocess.run([*base, "index", str(photo_dir), *lib], check=True, capture_output=True)
+    shutil.rmtree(library_dir / "thumbnails")
+    out = subprocess.run(
+        [*base, "search", "a cat", "-k", "3", "--json", *lib],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    hits = json.loads(out.stdout)
+    assert len(hits) == 3
+    for hit in hits:
+        assert Path(hit["thumbnail"]).is_file()

@@ -353,3 +353,25 @@ def test_adding_a_folder_without_photos_says_so(qtbot, make_window, tmp_path: Pa
         window.add_folder(empty)
     assert window.banner.isVisible()
     assert f"No photos found in {empty}" in window.banner.text
+
+
+def test_the_grid_makes_deleted_thumbnails_again(qtbot, make_window, library_copy) -> None:
+    """Issue 12 item 10, from the window: the grid showed blank tiles for ever."""
+    import shutil
+
+    library, photos = library_copy
+    shutil.rmtree(library / "thumbnails")
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    thumbnails = window.session.thumbnails
+    keys = [panel.model.photo(row).record.content_hash for row in range(5)]
+
+    def all_shown() -> bool:
+        for row in range(5):
+            panel.model.data(panel.model.index(row), Qt.ItemDataRole.DecorationRole)
+        return all(thumbnails.get(key, None) is not None for key in keys)
+
+    qtbot.waitUntil(all_shown, timeout=30_000)
+    assert not any(thumbnails.is_missing(key) for key in keys)
+    assert len(list((library / "thumbnails").rglob("*.jpg"))) == 5

@@ -157,7 +157,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _print_hits(args: argparse.Namespace, hits: list[Any]) -> int:
+def _print_hits(args: argparse.Namespace, hits: list[Any], store: Any) -> int:
     def text() -> str:
         if not hits:
             return "No results."
@@ -166,7 +166,12 @@ def _print_hits(args: argparse.Namespace, hits: list[Any]) -> int:
             for h in hits
         )
 
-    emit(args, [h.as_json() for h in hits], text)
+    rows: list[dict[str, object]] = []
+    if args.json:  # scripts get each result's thumbnail, rebuilt here if it was deleted
+        for hit in hits:
+            thumbnail = store.thumbnails.ensure(hit.photo.content_hash, hit.photo.path)
+            rows.append({**hit.as_json(), "thumbnail": str(thumbnail) if thumbnail else None})
+    emit(args, rows, text)
     return 0
 
 
@@ -187,7 +192,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
         hits = PhotoSearch(store, encoder).text(args.text, k=args.k)
-    return _print_hits(args, hits)
+        return _print_hits(args, hits, store)
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
@@ -204,7 +209,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
         hits = PhotoSearch(store, encoder).similar(normalise_root(args.image), k=args.k)
-    return _print_hits(args, hits)
+        return _print_hits(args, hits, store)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

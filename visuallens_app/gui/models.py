@@ -104,7 +104,7 @@ class PhotoGridModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return item.path.name
         if role == Qt.ItemDataRole.DecorationRole or role == ThumbnailRole:  # noqa: PLR1714
-            return self.thumbnails.get(item.record.content_hash, item.thumbnail)
+            return self.thumbnails.get(item.record.content_hash, item.thumbnail, item.record.path)
         if role == Qt.ItemDataRole.ToolTipRole:
             when = item.record.taken_at or "no capture date"
             score = f"\nscore {item.score:.3f}" if item.score is not None else ""

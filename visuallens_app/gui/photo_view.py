@@ -174,7 +174,9 @@ class PhotoDetailView(QWidget):
         self.fields["Location"].setText(f"{gps[0]:.5f}, {gps[1]:.5f}" if gps else "not recorded")
         self.aspects.setText("…")
         # Show the cached thumbnail at once, then the full picture when it is decoded.
-        self.image.set_image(self.session.thumbnails.get(record.content_hash, item.thumbnail))
+        self.image.set_image(
+            self.session.thumbnails.get(record.content_hash, item.thumbnail, record.path)
+        )
         path = item.path
         job = self.session.runner.start("detail-image", lambda _ctx: read_image(path))
         job.succeeded.connect(lambda image, pid=item.id: self._on_image(pid, image))

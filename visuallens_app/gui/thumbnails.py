@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QImageReader, QPixmap
 
 from visuallens_app.gui.workers import lower_thread_priority, register_pool
+from visuallens_app.library.thumbnails import ensure_thumbnail
 
 #: Decoded thumbnails kept in memory, in bytes (~400 thumbnails of 256 px).
 CACHE_BYTES = 96 * 1024 * 1024
@@ -34,16 +35,21 @@ def square_tile(image: QImage, side: int) -> QImage:
 
 
 class _Load(QRunnable):
-    def __init__(self, loader: ThumbnailLoader, key: str, path: Path, side: int) -> None:
+    def __init__(
+        self, loader: ThumbnailLoader, key: str, path: Path, side: int, source: Path | None
+    ) -> None:
         super().__init__()
         self.setAutoDelete(True)
         self._loader = loader
         self._key = key
         self._path = path
         self._side = side
+        self._source = source
 
     def run(self) -> None:
         lower_thread_priority(THUMBNAIL_NICENESS)
+        if self._source is not None and not self._path.is_file():
+            ensure_thumbnail(self._path, self._source)  # deleted: made again from the photo
         reader = QImageReader(str(self._path))
         reader.setAutoTransform(True)
         image = reader.read()
@@ -79,15 +85,19 @@ class ThumbnailLoader(QObject):
             self.side = side
             self.clear()
 
-    def get(self, key: str, path: Path | None) -> QPixmap | None:
-        """The pixmap for ``key`` if in memory; otherwise start loading it and return None."""
+    def get(self, key: str, path: Path | None, source: Path | None = None) -> QPixmap | None:
+        """The pixmap for ``key`` if in memory; otherwise start loading it and return None.
+
+        ``source`` is the photo the thumbnail file at ``path`` was made from: a thumbnail
+        deleted from the cache is made again from it, once asked for.
+        """
         pixmap = self._cache.get(key)
         if pixmap is not None:
             self._cache.move_to_end(key)
             return pixmap
         if path is not None and key not in self._queued and key not in self._missing:
             self._queued.add(key)
-            self.pool.start(_Load(self, key, path, self.side))
+            self.pool.start(_Load(self, key, path, self.side, source))
         return None
 
     def is_missing(self, key: str) -> bool:

@@ -66,7 +66,41 @@ class ThumbnailCache:
             raise
         return target
 
+    def ensure(self, content_hash: str, photo: Path) -> Path | None:
+        """The thumbnail of ``content_hash``, made again from ``photo`` if it was deleted.
+
+        Lazy on purpose: a missing thumbnail is rebuilt when something asks for it (the grid, a
+        search result), not found by checking every file on each re-scan. None when the photo
+        cannot be read now or no longer holds that content (the next index run sees it).
+        """
+        target = self.path_for(content_hash)
+        if target.is_file():
+            return target
+        from visuallens_app.library.decode import DecodeError, decode_photo
+
+        try:
+            decoded = decode_photo(photo, target=1)
+        except DecodeError:
+            return None
+        if decoded.content_hash != content_hash:
+            return None
+        try:
+            return self.save(content_hash, decoded.thumbnail)
+        except OSError:  # a cache on a full or read-only disk: the photo still shows its name
+            return None
+
     def remove(self, content_hash: str) -> None:
         """Delete the thumbnail of ``content_hash``; a missing one is not an error."""
         with contextlib.suppress(FileNotFoundError):
             self.path_for(content_hash).unlink()
+
+
+def ensure_thumbnail(thumbnail: Path, photo: Path) -> bool:
+    """Rebuild the thumbnail file ``thumbnail`` (a :meth:`ThumbnailCache.path_for` path) from
+    ``photo`` if it is missing; whether it is there now. For readers that hold only paths."""
+    cache = ThumbnailCache(thumbnail.parent.parent)
+    content_hash = thumbnail.name.removesuffix(SUFFIX)
+    try:
+        return cache.ensure(content_hash, photo) is not None
+    except ValueError:  # not a thumbnail path of a cache
+        return False

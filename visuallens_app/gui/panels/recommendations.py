@@ -102,7 +102,9 @@ class RecommendationCardView(QFrame):
         for label, evidence in self.evidence_labels:
             if evidence.thumbnail is None or (key is not None and evidence.thumbnail.stem != key):
                 continue
-            pixmap = panel.session.thumbnails.get(evidence.thumbnail.stem, evidence.thumbnail)
+            pixmap = panel.session.thumbnails.get(
+                evidence.thumbnail.stem, evidence.thumbnail, evidence.path
+            )
             if pixmap is not None:
                 label.setPixmap(
                     pixmap.scaled(
