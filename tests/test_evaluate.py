@@ -467,3 +467,44 @@ def test_a_benchmark_under_an_unknown_user_is_one_sentence() -> None:
         "The benchmark file ~nosuchuser-visuallens/bench.jsonl names the home folder of "
         "'nosuchuser-visuallens', who is not a user on this computer."
     )
+
+
+def test_the_table_keeps_columns_apart_at_100_percent() -> None:
+    """Issue 11 item 11: "100.0 [100.0, 100.0]" filled its column and ran into the next."""
+    from visuallens_app.lens.evaluate import METRICS, Estimate, EvalReport, MethodReport
+
+    perfect = {m: Estimate(1.0, 1.0, 1.0) for m in METRICS}
+    report = EvalReport(
+        ("q1",),
+        {"full": MethodReport("full", np.ones((1, len(METRICS))), perfect, 0.1)},
+        seed=0,
+        bootstrap=10,
+    )
+    row = next(line for line in report.table().splitlines() if line.startswith("full"))
+    cells = row.removeprefix("full").split("]")[:-1]
+    assert len(cells) == len(METRICS)
+    assert all(cell.startswith("  ") for cell in cells[1:])  # two spaces between columns
+
+
+def test_eval_help_says_95_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _cli(["eval", "--help"])
+    text = capsys.readouterr().out
+    assert "95% bootstrap" in " ".join(text.split())
+    assert "%%" not in text
+
+
+def test_eval_says_how_far_it_is_when_stderr_is_a_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11 item 11: `eval BENCH.jsonl` printed nothing for minutes outside a terminal."""
+    from visuallens_app.cli import evaluate as commands
+
+    bench = tmp_path / "bench.jsonl"
+    assert _cli(["eval-synth", str(bench), "-n", "3", "--seed", "4"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(commands, "load_encoder", lambda args, quiet=False: HashingTextEncoder())
+    assert _cli(["eval", str(bench), "--methods", "random", "full"]) == 0
+    err = capsys.readouterr().err  # captured: not a terminal, so no bar can be drawn
+    assert "Encode: " in err
+    assert "of 3 questions" in err  # a line per method stage, counting questions

@@ -157,14 +157,21 @@ def run_job(
     *,
     show: bool = True,
     on_partial: Callable[[Partial], None] | None = None,
+    lines_when_piped: bool = False,
 ) -> R:
     """Drive a job with a progress bar (count, rate, ETA) on stderr; Ctrl-C cancels cleanly.
 
-    Partial results (streamed tokens, finished cells) go to ``on_partial`` as they come.
+    Partial results (streamed tokens, finished cells) go to ``on_partial`` as they come. With
+    ``lines_when_piped``, a job that runs for minutes still says how far it is when stderr is
+    not a terminal (a log, CI): a plain line per stage and every :data:`PIPED_EVERY_S`.
     """
+    import time
+
     from tqdm import tqdm
 
     bar = tqdm(total=0, unit="photo", disable=not show or not sys.stderr.isatty(), leave=False)
+    piped = show and lines_when_piped and bool(bar.disable)
+    last_line = 0.0
     stage = None
     try:
         while True:
@@ -176,11 +183,15 @@ def run_job(
                 if on_partial is not None:
                     on_partial(progress)
                 continue
-            if progress.stage != stage:
+            new_stage = progress.stage != stage
+            if new_stage:
                 stage = progress.stage
                 bar.reset(total=progress.total or None)
                 bar.unit = progress.unit.removesuffix("s") or "item"
                 bar.set_description(STAGE_LABELS.get(stage, stage), refresh=False)
+            if piped and (new_stage or time.monotonic() - last_line >= PIPED_EVERY_S):
+                last_line = time.monotonic()
+                print(_progress_line(progress), file=sys.stderr, flush=True)
             if progress.total and bar.total != progress.total:
                 bar.total = progress.total
             bar.n = progress.done
@@ -216,6 +227,22 @@ def interrupt_cancels(cancel: CancelToken, stopping: str) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+#: Seconds between the plain progress lines of a job whose stderr is not a terminal.
+PIPED_EVERY_S = 10.0
+
+
+def _progress_line(progress: Progress) -> str:
+    """'Encode: 120 of 724 photos (17%), 4.7/s' for a log, where no bar can be drawn."""
+    stage = STAGE_LABELS.get(progress.stage, progress.stage.replace("_", " ")) or "Working"
+    if progress.total > 0:
+        done = f"{progress.done:,} of {progress.total:,} {progress.unit}"
+        done += f" ({100 * progress.fraction:.0f}%)"
+    else:
+        done = f"{progress.done:,} {progress.unit}"
+    rate = f", {progress.rate:.1f}/s" if progress.rate > 0 else ""
+    return f"{stage[:1].upper()}{stage[1:]}: {done}{rate}"
 
 
 def run_handler(args: argparse.Namespace) -> int:

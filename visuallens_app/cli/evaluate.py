@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
         help="measure Hit@1/3/10 and MRR on a benchmark (or a synthetic one)",
         description=(
             "Rank every question of a JSONL benchmark (format: docs/benchmark-format.md) with "
-            "each method and print Hit@1, Hit@3, Hit@10 and MRR with 95%% bootstrap confidence "
+            "each method and print Hit@1, Hit@3, Hit@10 and MRR with 95% bootstrap confidence "
             "intervals. With --synthetic N, generate N questions with planted preferences per "
             "irrelevant-history share instead and show how each method copes."
         ),
@@ -135,6 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
         ),
         show=not args.json,
+        lines_when_piped=True,
     )
     data = {
         "benchmark": str(load.path),

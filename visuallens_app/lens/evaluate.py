@@ -453,10 +453,11 @@ class EvalReport:
 
     def table(self) -> str:
         """The report as a text table: method x Hit@1/3/10/MRR in percent, 95% CIs."""
-        header = f"{'method':<15}" + "".join(f"{m.upper():>20}" for m in METRICS)
+        # "100.0 [100.0, 100.0]" is 20 characters: columns of 22 keep two spaces between.
+        header = f"{'method':<15}" + "".join(f"{m.upper():>22}" for m in METRICS)
         lines = [header, "-" * len(header)]
         for name, report in self.methods.items():
-            cells = "".join(f"{report.estimates[m]!s:>20}" for m in METRICS)
+            cells = "".join(f"{report.estimates[m]!s:>22}" for m in METRICS)
             lines.append(f"{name:<15}{cells}")
         lines.append(
             f"{len(self.example_ids)} test example(s)"
@@ -697,7 +698,7 @@ def evaluate(
         if method not in methods:
             continue
         started = time.perf_counter()
-        meter = ProgressMeter(len(usable_test), method)
+        meter = ProgressMeter(len(usable_test), method, unit="questions")
         rows = []
         for example in usable_test:
             cancel.check()
@@ -750,7 +751,7 @@ def _fit(
     from visuallens_app.lens.matching import fit_match_weights
     from visuallens_app.lens.refine import fit_aspect_weights
 
-    meter = ProgressMeter(2 * len(train), "fit")
+    meter = ProgressMeter(2 * len(train), "fit", unit="questions")
 
     def examples(
         config: LensConfig, message: str
