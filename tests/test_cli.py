@@ -307,3 +307,15 @@ def test_an_empty_folder_says_no_photos_were_found_and_is_not_added(
         assert store.roots() == []
     out = _index_cli(env, str(empty), "--json")
     assert json.loads(out.stdout)["empty_roots"] == [str(empty)]
+
+
+def test_counts_of_one_read_as_one(library_dir: Path, photo_dir: Path) -> None:
+    """Issue 11 item 11: "1 files could not be read", "1 moved or duplicate photos"."""
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+    assert "1 file could not be read:" in out.stdout
+    shutil.copy(photo_dir / "chelsea.jpg", photo_dir / "chelsea-copy.jpg")
+    out = visuallens("index", str(photo_dir), "--encoder", "embedded", library=library_dir)
+    assert "1 moved or duplicate photo kept its vector." in out.stdout
+    out = visuallens("status", library=library_dir)
+    assert "6 photos" in out.stdout

@@ -109,7 +109,9 @@ def cmd_index(args: argparse.Namespace) -> int:
                 "GIF or HEIC files."
             )
         if report.reused_vectors:
-            lines.append(f"{report.reused_vectors} moved or duplicate photos kept their vectors.")
+            n = report.reused_vectors
+            kept = "its vector" if n == 1 else "their vectors"
+            lines.append(f"{_count(n, 'moved or duplicate photo')} kept {kept}.")
         for root in report.offline_roots:
             lines.append(f"Folder not reachable, its photos are kept and marked offline: {root}")
         if report.not_files == 1:
@@ -127,7 +129,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             lines.append(f"{n} photo{'s were' if n > 1 else ' was'} indexed with a note:")
             lines.extend(f"  {path}: {note}" for path, note in report.notes)
         if report.failed:
-            lines.append(f"{len(report.failed)} files could not be read:")
+            lines.append(f"{_count(len(report.failed), 'file')} could not be read:")
             lines.extend(f"  {path}: {reason}" for path, reason in report.failed)
         if report.cancelled:
             lines.append(
@@ -254,7 +256,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 state = f"{manifest['kind']} search index, current"
             else:
                 state = "the saved search index is out of date (rebuilt on the next search)"
-            lines.append(f"Encoder {encoder_id}: {n} photos, {state}")
+            lines.append(f"Encoder {encoder_id}: {_count(n, 'photo')}, {state}")
         return "\n".join(lines)
 
     emit(args, data, text)

@@ -359,7 +359,8 @@ class LibraryPanel(Panel):
     def _show_results(self, items: list[PhotoItem], title: str) -> None:
         self.model.show_results(items, title)
         self.sort.hide()  # results are ranked by relevance; no date order applies
-        self._show_chip(f"{title}: {len(items)} photos, best first")
+        n = len(items)
+        self._show_chip(f"{title}: {n} photo{'' if n == 1 else 's'}, best first")
         if items:
             self.grid.setCurrentIndex(self.model.index(0))
             self.grid.scrollToTop()
