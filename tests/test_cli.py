@@ -319,3 +319,23 @@ def test_counts_of_one_read_as_one(library_dir: Path, photo_dir: Path) -> None:
     assert "1 moved or duplicate photo kept its vector." in out.stdout
     out = visuallens("status", library=library_dir)
     assert "6 photos" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["search", "cat", "--kk", "3"], "usage: visuallens search "),
+        (["models", "download-clip", "--archx", "B"], "usage: visuallens models download-clip "),
+    ],
+)
+def test_a_mistyped_option_shows_the_commands_own_usage(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visuallens_app.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert f"unrecognized arguments: {' '.join(argv[-2:])}" in err
