@@ -375,3 +375,31 @@ def test_the_grid_makes_deleted_thumbnails_again(qtbot, make_window, library_cop
     qtbot.waitUntil(all_shown, timeout=30_000)
     assert not any(thumbnails.is_missing(key) for key in keys)
     assert len(list((library / "thumbnails").rglob("*.jpg"))) == 5
+
+
+def test_choose_a_photo_folder_opens_in_pictures_or_home(
+    qtbot, make_window, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 11 item 11: the dialog opened in whatever directory the app was started from."""
+    from PySide6.QtWidgets import QFileDialog
+
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = tmp_path / "started-here"
+    elsewhere.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.chdir(elsewhere)
+    asked: list[str] = []
+
+    def dialog(_parent, _title, start=""):  # the native dialog cannot run headless
+        asked.append(start)
+        return ""
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", dialog)
+    window = make_window([])
+    window.welcome._choose()
+    assert asked[-1] == str(home)
+    (home / "Pictures").mkdir()
+    window.welcome._choose()
+    assert asked[-1] == str(home / "Pictures")

@@ -38,7 +38,7 @@ from visuallens_app.gui.panels import PANELS, Panel
 from visuallens_app.gui.panels.library import LibraryPanel
 from visuallens_app.gui.session import LibrarySession
 from visuallens_app.gui.tasks import LibrarySummary
-from visuallens_app.gui.widgets import Banner, IndexingBar
+from visuallens_app.gui.widgets import Banner, IndexingBar, photo_folder_start
 from visuallens_app.settings import config_dir
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,9 @@ class WelcomeView(QWidget):
         outer.addStretch(2)
 
     def _choose(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a photo folder")
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a photo folder", photo_folder_start()
+        )
         if folder:
             self.folder_chosen.emit(Path(folder))
 
@@ -360,7 +362,7 @@ class MainWindow(QMainWindow):
 
     # -- folders -------------------------------------------------------------------------------
     def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add a photo folder")
+        folder = QFileDialog.getExistingDirectory(self, "Add a photo folder", photo_folder_start())
         if folder:
             self.add_folder(Path(folder))
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    QStandardPaths,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
@@ -19,6 +28,17 @@ from PySide6.QtWidgets import (
 
 from visuallens_app.gui.models import ScoreRole, ThumbnailRole
 from visuallens_app.jobs import Progress
+
+
+def photo_folder_start() -> str:
+    """Where a "choose a photo folder" dialog opens: the user's Pictures folder when there is
+    one, else the home folder (never the directory the app happened to be started from)."""
+    from pathlib import Path
+
+    pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+    if pictures and Path(pictures).is_dir():
+        return pictures
+    return str(Path.home())
 
 
 def format_duration(seconds: float) -> str:

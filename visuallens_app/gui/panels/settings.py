@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from visuallens_app.gui import tasks
 from visuallens_app.gui.session import LibrarySession
+from visuallens_app.gui.widgets import photo_folder_start
 from visuallens_app.gui.workers import Job
 from visuallens_app.jobs import Progress
 from visuallens_app.settings import default_library_dir
@@ -181,7 +182,7 @@ class SettingsDialog(QDialog):
             self.folders.addItem(folder)
 
     def _add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add a photo folder")
+        folder = QFileDialog.getExistingDirectory(self, "Add a photo folder", photo_folder_start())
         self.add_folder_path(folder)
 
     def _remove_folder(self) -> None:
