@@ -403,3 +403,27 @@ def test_choose_a_photo_folder_opens_in_pictures_or_home(
     (home / "Pictures").mkdir()
     window.welcome._choose()
     assert asked[-1] == str(home / "Pictures")
+
+
+def test_taken_shows_the_exif_time_or_else_the_file_date_saying_so(
+    qtbot, make_window, tmp_path: Path, sample_images
+) -> None:
+    """Issue 11 item 11: "Taken: unknown" where the file's date would do."""
+    import os
+
+    folder = tmp_path / "mixed"
+    _dated_photos(folder, sample_images, {"dated.jpg": "2019:06:01 10:00:00"})
+    sample_images["coffee"].save(folder / "undated.jpg", quality=88)
+    os.utime(folder / "undated.jpg", (1_600_000_000, 1_600_000_000))  # 2020-09-13
+    window = make_window([])
+    panel = window.library_panel
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=60_000):
+        window.add_folder(folder)
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 2, timeout=10_000)
+    taken = {}
+    for row in range(2):
+        panel.open_row(row)
+        taken[panel.detail.item.path.name] = panel.detail.fields["Taken"].text()
+    assert taken["dated.jpg"] == "2019-06-01 10:00:00"
+    assert taken["undated.jpg"].startswith("2020-09-1")  # local time zone
+    assert "file date" in taken["undated.jpg"]

@@ -77,6 +77,16 @@ class _ImageLabel(QLabel):
         self.setPixmap(scaled)
 
 
+def taken_text(taken_at: str | None, mtime_ns: int) -> str:
+    """The capture time from EXIF, or else the file's date, saying which it is."""
+    if taken_at:
+        return taken_at.replace("T", " ")
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+    return f"{when} (file date; the photo records no capture time)"
+
+
 class PhotoDetailView(QWidget):
     """One photo large, with what the library knows about it."""
 
@@ -165,7 +175,7 @@ class PhotoDetailView(QWidget):
         self.title.setText(f"<b>{item.path.name}</b>")
         self.fields["File"].setText(item.path.name)
         self.fields["Folder"].setText(str(item.path.parent))
-        self.fields["Taken"].setText(record.taken_at or "unknown")
+        self.fields["Taken"].setText(taken_text(record.taken_at, record.mtime_ns))
         self.fields["Camera"].setText(record.camera or "unknown")
         self.fields["Size"].setText(f"{record.width} × {record.height}")
         self.fields["Format"].setText(record.format)
