@@ -80,3 +80,23 @@ def test_a_bad_catalog_lists_its_problems_without_blocking(
     panel.load_catalog(empty)
     qtbot.waitUntil(lambda: "could not be loaded" in panel.problems_toggle.text(), timeout=10_000)
     assert [c.card.name for c in panel.cards] == ["Corner espresso bar"]  # the old one stays
+
+
+def test_the_profile_grid_shows_no_empty_rows_below_few_photos(
+    qtbot, make_window, library_copy
+) -> None:
+    """Issue 11 item 11: with 5 photos the 8x8 grid was one row of photos over a black block."""
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel, shown_grid
+
+    _library, photos = library_copy
+    window = make_window([photos])
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
+    panel = window.show_panel(RecommendationsPanel)
+    qtbot.waitUntil(lambda: panel.category.count() > 0, timeout=30_000)
+    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
+        panel.set_category("coffee shop")
+    view = blocker.args[0]
+    assert view.grid.size == (896, 896)  # the re-ranker still reads the paper's full 8x8
+    assert shown_grid(view.grid).size == (896, 112)  # on screen: the one row with photos
+    pixmap = panel.grid_image.pixmap()
+    assert pixmap.width() == 8 * pixmap.height()

@@ -513,7 +513,9 @@ def recommend(  # noqa: PLR0917
         record = records.get(pid)
         if record is None:
             continue
-        thumb = thumbs.path_for(record.content_hash)
+        thumb = thumbs.ensure(record.content_hash, record.path) or thumbs.path_for(
+            record.content_hash
+        )
         try:
             with Image.open(thumb) as im:
                 images.append(im.convert("RGB"))

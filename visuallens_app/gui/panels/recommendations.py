@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from PIL import Image
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
@@ -42,6 +43,21 @@ def chips(words: list[tuple[str, float]], limit: int = 8) -> str:
         for term, _weight in words[:limit]
     ]
     return " ".join(spans)
+
+
+def shown_grid(grid: Image.Image, cols: int = 8) -> Image.Image:
+    """The profile grid without its empty rows of tiles at the bottom.
+
+    The re-ranker reads the full 8x8 (black where there are fewer than 64 photos, as in the
+    paper); on screen those rows are only a black area. Every filled tile carries its number
+    label, so a row of tiles holds a photo exactly when it is not all black.
+    """
+    tile = grid.width // cols
+    rows = grid.height // tile if tile else 0
+    used = rows
+    while used > 1 and grid.crop((0, (used - 1) * tile, grid.width, used * tile)).getbbox() is None:
+        used -= 1
+    return grid if used == rows else grid.crop((0, 0, grid.width, used * tile))
 
 
 class RecommendationCardView(QFrame):
@@ -373,7 +389,7 @@ class RecommendationsPanel(Panel):
             else f"No {view.category} candidates in this catalog. {notes}".strip()
         )
         if view.grid is not None:
-            pixmap = QPixmap.fromImage(pil_to_qimage(view.grid))
+            pixmap = QPixmap.fromImage(pil_to_qimage(shown_grid(view.grid)))
             self.grid_image.setPixmap(
                 pixmap.scaled(
                     min(440, pixmap.width()),
