@@ -118,3 +118,33 @@ def test_a_damaged_database_is_reported_with_what_quick_check_finds(tmp_path: Pa
     assert "SQLite's integrity check (quick_check) finds" in message
     assert "Page 3" in message  # the page SQLite found damaged
     assert "\n" not in message
+
+
+def test_folders_inside_a_photo_folder_are_listed_and_filter_by_what_is_under_them(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "photos"
+    where = ["a.jpg", "2019/b.jpg", "2019/spain/c.jpg", "2019b/d.jpg", "x/y/z/e.jpg"]
+    photos = [
+        NewPhoto(
+            path=root / rel, root=root, size=1, mtime_ns=1, content_hash=f"{i:x}0",
+            width=1, height=1, format="JPEG", taken_at=None,
+        )
+        for i, rel in enumerate(where)
+    ]  # fmt: skip
+    with PhotoStore(tmp_path / "lib") as store:
+        store.add_roots([root])
+        store.write_batch(photos, {}, "enc")
+        assert store.photo_folders() == [
+            root,
+            root / "2019",
+            root / "2019" / "spain",
+            root / "2019b",
+            root / "x",
+            root / "x" / "y",
+            root / "x" / "y" / "z",
+        ]
+        under = {p.path.name for p in store.list_photos(root=root / "2019")}
+        assert under == {"b.jpg", "c.jpg"}  # not 2019b's d.jpg
+        assert {p.path.name for p in store.list_photos(root=root / "x")} == {"e.jpg"}
+        assert len(store.list_photos(root=root)) == 5

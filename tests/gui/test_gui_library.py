@@ -209,7 +209,7 @@ def _dated_photos(folder: Path, sample_images, dates: dict[str, str]) -> None:
     """Photos whose EXIF DateTimeOriginal (tag 0x9003 in the Exif IFD 0x8769) is set."""
     from PIL import Image
 
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for (name, when), image in zip(dates.items(), sample_images.values(), strict=False):
         exif = Image.Exif()
         exif.get_ifd(0x8769)[0x9003] = when
@@ -427,3 +427,26 @@ def test_taken_shows_the_exif_time_or_else_the_file_date_saying_so(
     assert taken["dated.jpg"] == "2019-06-01 10:00:00"
     assert taken["undated.jpg"].startswith("2020-09-1")  # local time zone
     assert "file date" in taken["undated.jpg"]
+
+
+def test_the_folder_filter_lists_folders_inside_photo_folders(
+    qtbot, make_window, sample_images, tmp_path: Path
+) -> None:
+    """Issue 11 item 11: the folder filter listed only the top folders."""
+    trips = tmp_path / "trips"
+    _dated_photos(trips / "2019", sample_images, {"lisbon.jpg": "2019:06:01 10:00:00"})
+    _dated_photos(trips / "2021" / "march", sample_images, {"oslo.jpg": "2021:03:15 09:00:00"})
+    window = make_window([])
+    panel = window.library_panel
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=60_000):
+        window.add_folder(trips)
+    qtbot.waitUntil(lambda: panel.folder_filter.findData(str(trips / "2021" / "march")) > 0)
+    labels = [panel.folder_filter.itemText(i) for i in range(panel.folder_filter.count())]
+    assert labels == ["All folders", "trips", "    2019", "    2021", "        march"]
+
+    panel.folder_filter.setCurrentIndex(panel.folder_filter.findData(str(trips / "2019")))
+    qtbot.waitUntil(lambda: _names(panel) == ["lisbon.jpg"], timeout=10_000)
+    panel.folder_filter.setCurrentIndex(panel.folder_filter.findData(str(trips / "2021")))
+    qtbot.waitUntil(lambda: _names(panel) == ["oslo.jpg"], timeout=10_000)  # and deeper
+    panel.folder_filter.setCurrentIndex(panel.folder_filter.findText("trips"))
+    qtbot.waitUntil(lambda: sorted(_names(panel)) == ["lisbon.jpg", "oslo.jpg"], timeout=10_000)

@@ -56,6 +56,7 @@ class LibrarySummary:
     roots: list[Path]
     counts: dict[str, int]
     failures: list[tuple[str, str]]
+    folders: list[Path] = field(default_factory=list)  # roots and the folders inside with photos
 
 
 class SerialEncoder:
@@ -177,6 +178,7 @@ def summary(library_dir: Path) -> LibrarySummary:
             roots=store.roots(),
             counts=store.counts(),
             failures=[(display_path(p), why) for p, why in store.failures()],
+            folders=store.photo_folders(),
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -173,8 +174,11 @@ def _photo_filter(
     clauses: list[str] = []
     args: list[Any] = []
     if root is not None:
-        clauses.append("root = ?")
-        args.append(path_to_db(root))
+        # A photo folder or any folder inside one: everything under it, by a range on the
+        # path index ("/a/b/" <= path < "/a/b0", as "0" follows "/").
+        prefix = path_to_db(root).rstrip(os.sep) + os.sep
+        clauses.append("(root = ? OR (path >= ? AND path < ?))")
+        args += [path_to_db(root), prefix, prefix[:-1] + chr(ord(os.sep) + 1)]
     if date_from:
         clauses.append("taken_at >= ?")
         args.append(date_from)
@@ -368,6 +372,30 @@ class PhotoStore:
 
     def roots(self) -> list[Path]:
         return [path_from_db(r[0]) for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def photo_folders(self) -> list[Path]:
+        """Every folder under the roots that holds photos, directly or deeper, sorted; the
+        roots themselves included. For the folder filter (one query over the path index)."""
+        # rtrim(path, <path without separators>) strips the file name. Paths stored as raw
+        # bytes (names that are not UTF-8) are base64, so they keep their whole text here.
+        rows = self.db.execute(
+            "SELECT DISTINCT root, CASE WHEN path LIKE 'fsb64:%' THEN path "
+            "ELSE rtrim(path, replace(path, ?, '')) END FROM photos",
+            [os.sep],
+        ).fetchall()
+        folders: set[Path] = set()
+        for root_text, text in rows:
+            root = path_from_db(root_text)
+            if text.startswith("fsb64:"):
+                folder = path_from_db(text).parent
+            else:
+                folder = path_from_db(text.rstrip(os.sep))
+            folders.add(root)
+            if folder.is_relative_to(root):
+                while folder != root and folder not in folders:
+                    folders.add(folder)
+                    folder = folder.parent
+        return sorted(folders)
 
     def remove_root(self, root: Path) -> int:
         """Forget a folder and its photos (vectors stay, keyed by content, for a later re-add)."""

@@ -181,6 +181,7 @@ class LibraryPanel(Panel):
         session.folders_changed.connect(self._fill_folders)
         session.library_moved.connect(self.show_all)
         session.summary_changed.connect(self._update_empty)
+        session.summary_changed.connect(lambda _s: self._fill_folders(session.folders))
         for changed in (
             session.encoder_loading,
             session.encoder_ready,
@@ -234,11 +235,18 @@ class LibraryPanel(Panel):
         self.folder_filter.blockSignals(True)
         self.folder_filter.clear()
         self.folder_filter.addItem("All folders", "")
+        summary = self.session.summary
+        inside = summary.folders if summary is not None else []
         for folder in folders:
-            self.folder_filter.addItem(folder.name or str(folder), str(folder))
-            self.folder_filter.setItemData(
-                self.folder_filter.count() - 1, str(folder), Qt.ItemDataRole.ToolTipRole
-            )
+            # The photo folder, then every folder inside it that holds photos, indented.
+            nested = [f for f in inside if f != folder and f.is_relative_to(folder)]
+            for shown in [folder, *nested]:
+                depth = len(shown.relative_to(folder).parts)
+                label = shown.name or str(shown)
+                self.folder_filter.addItem("    " * depth + label, str(shown))
+                self.folder_filter.setItemData(
+                    self.folder_filter.count() - 1, str(shown), Qt.ItemDataRole.ToolTipRole
+                )
         self.folder_filter.setCurrentIndex(max(0, self.folder_filter.findData(current or "")))
         self.folder_filter.blockSignals(False)
 
