@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QLineEdit,
     QListWidget,
     QProgressBar,
@@ -135,7 +136,7 @@ class SettingsDialog(QDialog):
             f"Fetch {DEFAULT_VLM} (about 0.5 GB; runs on a laptop CPU) from the Hugging Face Hub"
         )
         self.vlm_download.clicked.connect(self.download_vlm)
-        self.vlm_status = QLabel(session.vlm_host.status())
+        self.vlm_status = QLabel(window_wording(session.vlm_host.status()))
         self.vlm_status.setObjectName("VlmStatusText")
         self.vlm_status.setWordWrap(True)
         vlm_form = QFormLayout(vlm_box)
@@ -158,6 +159,9 @@ class SettingsDialog(QDialog):
         box.accepted.connect(self.accept)
         box.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
+        # Grow with the wrapped sentences below (a download's outcome, the model's reason)
+        # instead of squeezing them into lines drawn over each other.
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
         layout.addWidget(folders_box)
         layout.addWidget(library_box)
         layout.addWidget(model_box)
@@ -311,6 +315,11 @@ def window_wording(text: str) -> str:
     text = re.sub(
         r"`visuallens models download-clip`( or --encoder clip)?( to fetch them| fetches them)?",
         "“Download CLIP weights” below fetches them",
+        text,
+    )
+    text = re.sub(
+        r"download one with `visuallens models download-vlm`",
+        "download one with the button above",
         text,
     )
     return re.sub(r"`([^`]+)`", r"“\1”", text)
