@@ -145,3 +145,36 @@ def test_the_default_clip_entry_matches_open_clip() -> None:
     from open_clip.pretrained import get_pretrained_cfg
 
     assert dict(get_pretrained_cfg(DEFAULT_ARCH, DEFAULT_PRETRAINED)) == _DEFAULT_CFG
+
+
+@pytest.mark.parametrize("threshold", [50_000, 0], ids=["exact", "ivf"])
+def test_a_loaded_index_is_mapped_from_its_file_and_still_takes_changes(
+    tmp_path: Path, threshold: int
+) -> None:
+    from visuallens_app.index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2_000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(10, 2_010, dtype=np.int64)
+    VectorIndex.build(ids, vectors, fingerprint="v1", exact_threshold=threshold).save(
+        tmp_path, "photos"
+    )
+    (index_file,) = tmp_path.glob("photos*.faiss")
+    maps_before = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+    assert str(index_file) not in maps_before
+
+    loaded = VectorIndex.load(tmp_path, "photos", expected_fingerprint="v1")
+    assert loaded is not None
+    if Path("/proc/self/maps").exists():  # the file's pages are mapped, not read into the heap
+        assert str(index_file) in Path("/proc/self/maps").read_text()
+    query = vectors[5]
+    assert loaded.search(query, 1)[0][0][0] == 15
+    on_disk = index_file.read_bytes()
+
+    loaded.add(np.array([5_000], dtype=np.int64), -query[None, :], fingerprint="v2")
+    assert loaded.remove([15], fingerprint="v3") == 1
+    top = [pid for pid, _ in loaded.search(-query, 1)[0]]
+    assert top == [5_000]
+    assert 15 not in [pid for pid, _ in loaded.search(query, 5)[0]]
+    assert index_file.read_bytes() == on_disk  # changing the index never writes through the map
