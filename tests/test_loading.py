@@ -68,6 +68,28 @@ def test_reindex_of_an_unchanged_folder_loads_no_model_and_a_text_query_no_image
     assert Path(json.loads(out.stdout)[0]["path"]).name == "coffee.jpg"
     assert "transformers" in seen["imported"]
     assert "efficientnet_lite_pytorch" not in seen["imported"]
+    first = json.loads(out.stdout)
+
+    # The same text again: its embedding comes from the library, no model at all.
+    out, seen = _cli("search", "a cup of coffee", "-k", "2", "--json", library=library_dir)
+    assert json.loads(out.stdout) == first
+    assert seen["imported"] == []
+
+
+def test_cached_query_vectors_belong_to_their_encoder(library_dir: Path) -> None:
+    from visuallens_app.library.store import QUERY_CACHE_ROWS, PhotoStore
+
+    with PhotoStore(library_dir) as store:
+        vector = np.linspace(-1, 1, 8, dtype=np.float32)
+        store.remember_query_vector("encoder-a", "a cat", vector)
+        np.testing.assert_array_equal(store.query_vector("encoder-a", "a cat"), vector)
+        assert store.query_vector("encoder-b", "a cat") is None  # another encoder's space
+        assert store.query_vector("encoder-a", "a dog") is None
+        for i in range(QUERY_CACHE_ROWS + 5):
+            store.remember_query_vector("encoder-a", f"text {i}", vector)
+        (rows,) = store.db.execute("SELECT count(*) FROM query_vectors").fetchone()
+        assert rows == QUERY_CACHE_ROWS  # bounded, the oldest go first
+        assert store.query_vector("encoder-a", "a cat") is None
 
 
 def test_embedded_text_side_alone_gives_the_vectors_of_the_whole_encoder(tmp_path: Path) -> None:
