@@ -24,7 +24,7 @@ from visuallens_app.library.paths import display_path, normalise_root, path_to_d
 from visuallens_app.library.scan import ScannedFile, missing_roots, scan_folders
 from visuallens_app.library.store import Failure, NewPhoto, PhotoStore
 from visuallens_app.library.thumbnails import ThumbnailCache
-from visuallens_app.models.base import Encoder
+from visuallens_app.models.base import Encoder, SignalEncoder
 
 BATCH_SIZE = 32
 
@@ -291,10 +291,20 @@ def _write(
         else:
             to_encode.setdefault(photo.content_hash, photo)
     vectors: dict[str, NDArray[np.float32]] = {}
+    signals: dict[str, tuple[float, float]] = {}
     if to_encode:
-        matrix = encoder.encode_images([p.image for p in to_encode.values()])
+        images = [p.image for p in to_encode.values()]
+        if isinstance(encoder, SignalEncoder):
+            # The classifier's confidence and document mass come from the same forward pass.
+            matrix, found = encoder.encode_images_with_signals(images)
+            signals = {
+                h: (float(c), float(d))
+                for h, c, d in zip(to_encode, found.confidence, found.document, strict=True)
+            }
+        else:
+            matrix = encoder.encode_images(images)
         vectors = dict(zip(to_encode, matrix, strict=True))
-    store.write_batch(photos, vectors, encoder.id, failures)
+    store.write_batch(photos, vectors, encoder.id, failures, signals=signals)
     have_vector.update(vectors)
     report.indexed += len(photos)
     return transient
