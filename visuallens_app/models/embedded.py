@@ -256,6 +256,26 @@ class EmbeddedEncoder:
         return _INPUT_SIZE
 
     @property
+    def junk_margin_threshold(self) -> float:
+        """The document filter's margin threshold in this space (lens/retrieval.py).
+
+        With the hub correction the 17 sample photos' margins lie at -0.46..+0.03 (the
+        deep field and the moon highest) and a photographed page at +0.28.
+        """
+        return 0.12 if self._hub_correction else 0.0
+
+    @property
+    def duplicate_cosine(self) -> float:
+        """Cosine above which two photos are the same shot in this space (lens/retrieval.py).
+
+        With the hub correction, half-size JPEG re-encodes, 5% crops, mirrors and +30%
+        brightness of the sample photos score 0.83-1.0 against their originals, while
+        different photos score at most 0.52 (except two that the classifier reads as the
+        same thing: the moon and the deep field, 0.92, "nematode, bubble").
+        """
+        return 0.8 if self._hub_correction else 0.92
+
+    @property
     def class_cache_path(self) -> Path:
         """The on-disk cache of the class-name embeddings (for diagnostics and tests)."""
         return self._class_cache_file
