@@ -14,7 +14,9 @@ Candidate embeddings are computed once per encoder and cached in the store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +55,53 @@ class MatchWeights:
     profile: float = 1.0
     aspects: float = 0.5
     evidence: float = 0.75
+
+    def as_json(self) -> dict[str, float]:
+        return {"profile": self.profile, "aspects": self.aspects, "evidence": self.evidence}
+
+
+def match_weights_path() -> Path:
+    """The shipped fitted weights (``resources/lens/match_weights.json``)."""
+    from visuallens_app.settings import resources_dir
+
+    return resources_dir() / "lens" / "match_weights.json"
+
+
+def read_match_weights(path: Path) -> MatchWeights:
+    """The weights in a file written by :func:`write_match_weights` (ValueError if malformed)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        weights = MatchWeights(
+            float(data["profile"]), float(data["aspects"]), float(data["evidence"])
+        )
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} holds no match weights: {err}") from err
+    if min(weights.profile, weights.aspects, weights.evidence) < 0 or not any(
+        (weights.profile, weights.aspects, weights.evidence)
+    ):
+        raise ValueError(f"{path}: weights must be >= 0 and not all zero")
+    return weights
+
+
+def write_match_weights(path: Path, weights: MatchWeights, **provenance: object) -> Path:
+    """Write ``weights`` with where they came from (benchmark, command, train MRR) as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**weights.as_json(), **provenance}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shipped_match_weights.cache_clear()
+    return path
+
+
+@functools.cache
+def shipped_match_weights() -> MatchWeights:
+    """The weights ``recommend`` mixes with: fitted on the synthetic probability benchmark
+    (``visuallens eval --synthetic N --fit-weights --write``), or the hand-set defaults where
+    the file is missing or damaged."""
+    try:
+        return read_match_weights(match_weights_path())
+    except ValueError:
+        return MatchWeights()
 
 
 @dataclass(frozen=True, eq=False)
@@ -271,6 +320,7 @@ def match_components(
     photo_weights: NDArray[np.float32] | None = None,
     use_evidence: bool = True,
     evidence_k: int = EVIDENCE_K,
+    photo_reliability: NDArray[np.float32] | None = None,
 ) -> MatchComponents:
     """Score every candidate against the retrieved photos (r, d) and the aspect profile.
 
@@ -285,6 +335,10 @@ def match_components(
         :func:`item_words` per candidate, for literal aspect matches (empty: embedding only).
     photo_weights
         Relevance of each retrieved photo (mean 1) in the profile vector; None: uniform.
+    photo_reliability
+        Per retrieved photo, 0..1 (:func:`~visuallens_app.lens.retrieval.photo_reliability`):
+        in the evidence component an unreliable photo's cosine is shrunk towards the mean
+        of all retrieved photos, so a hub cannot be a candidate's nearest photo.
     """
     m = len(items)
     zeros = np.zeros(m, dtype=np.float32)
@@ -304,8 +358,12 @@ def match_components(
     evidence = zeros
     if use_evidence:
         k = min(evidence_k, len(photo_vectors))
-        text_near = _top_mean(photo_vectors @ items.text.T, k)
-        image_near = _top_mean(photo_vectors @ items.image.T, k) if with_image else None
+        text_near = _top_mean(_shrunk(photo_vectors @ items.text.T, photo_reliability), k)
+        image_near = (
+            _top_mean(_shrunk(photo_vectors @ items.image.T, photo_reliability), k)
+            if with_image
+            else None
+        )
         evidence = _by_modality(text_near, image_near, items.has_image)
 
     aspects = zeros
@@ -331,6 +389,19 @@ def match_components(
         contributions = np.zeros((m, len(aspect_weights)), dtype=np.float32)
         contributions[:, active] = contrib
     return MatchComponents(profile, aspects, evidence, contributions)
+
+
+def _shrunk(
+    sims: NDArray[np.float32], reliability: NDArray[np.float32] | None
+) -> NDArray[np.float32]:
+    """(r, m) cosines, each photo's pulled towards the column mean by (1 - its reliability)."""
+    if reliability is None:
+        return sims
+    r = np.asarray(reliability, dtype=np.float32)[:, None]
+    out: NDArray[np.float32] = (r * sims + (1 - r) * sims.mean(axis=0, keepdims=True)).astype(
+        np.float32
+    )
+    return out
 
 
 def _top_mean(sims: NDArray[np.float32], k: int) -> NDArray[np.float32]:
