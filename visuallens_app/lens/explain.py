@@ -28,11 +28,19 @@ class Evidence:
 
 
 def photo_support(
-    photo_vectors: NDArray[np.float32], item_view: NDArray[np.float32]
+    photo_vectors: NDArray[np.float32],
+    item_view: NDArray[np.float32],
+    centre: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
-    """(r, m) centred cosine of each retrieved photo to each candidate."""
+    """(r, m) centred cosine of each retrieved photo to each candidate in ``item_view``.
+
+    ``centre`` is the mean vector of *every* candidate of the question (default: of the rows
+    given). Passing it matters when ``item_view`` holds only the listed items: centring on the
+    listed ones would make an item's evidence depend on how many items are shown (``-k``).
+    """
     sims = photo_vectors @ item_view.T
-    out: NDArray[np.float32] = (sims - sims.mean(axis=1, keepdims=True)).astype(np.float32)
+    mean = sims.mean(axis=1, keepdims=True) if centre is None else (photo_vectors @ centre)[:, None]
+    out: NDArray[np.float32] = (sims - mean).astype(np.float32)
     return out
 
 

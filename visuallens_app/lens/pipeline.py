@@ -369,7 +369,9 @@ def _result(
     history = lib.history
     order = np.argsort(-scored.total, kind="stable")[: max(0, k)]
     retrieved = scored.retrieved
-    support = photo_support(history.vectors[retrieved], scored.items.view()[order])
+    view = scored.items.view()
+    # Centred on all candidates, not the k listed: an explanation must not depend on k.
+    support = photo_support(history.vectors[retrieved], view[order], view.mean(axis=0))
     if scored.photo_weights is not None:
         # Each photo's share of the (weighted) profile cosine, not just its closeness.
         support = support * scored.photo_weights[:, None]
