@@ -130,14 +130,14 @@ def test_nothing_relates_is_said_instead_of_weak_evidence(
 ) -> None:
     from visuallens_app.cli import main
 
-    report = _report(library, embedded, "bakery", 5)
+    report = _report(library, embedded, "hiking trail", 5)
     assert all(not item.evidence for item in report.items), _explanations(report)
     assert all(item.explanation == NOTHING_RELATES for item in report.items)
-    assert report.library_note is not None and "bakery" in report.library_note  # noqa: PT018
+    assert report.library_note is not None and "hiking trail" in report.library_note  # noqa: PT018
 
     common = ["--library", str(library), "--encoder", "embedded", "--device", "cpu"]
-    assert main(["recommend", "--category", "bakery", "-k", "3", "--explain", *common]) == 0
+    assert main(["recommend", "--category", "hiking trail", "-k", "3", "--explain", *common]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("Nothing in your photos relates to bakery")
+    assert out[0].startswith("Nothing in your photos relates to hiking trail")
     assert out[1].startswith(" 1. ")
     assert "nothing in your photos relates to this" in out[2]

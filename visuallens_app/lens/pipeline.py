@@ -30,8 +30,10 @@ from visuallens_app.lens.aspects import (
 )
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.explain import (
+    EVIDENCE_FLOOR,
     Evidence,
     matched_aspects,
+    photo_relatedness,
     photo_support,
     supporting_photos,
 )
@@ -376,11 +378,19 @@ def _result(
         # Each photo's share of the (weighted) profile cosine, not just its closeness.
         support = support * scored.photo_weights[:, None]
     terms = scored.space.terms if scored.space is not None else ()
+    related = (
+        photo_relatedness(history.vectors[retrieved], view[order], scored.space.vectors)
+        >= EVIDENCE_FLOOR
+        if scored.space is not None and len(retrieved)
+        else None
+    )
     recommendations = tuple(
         Recommendation(
             item=candidates[int(c)],
             score=float(scored.total[c]),
-            evidence=supporting_photos(history, retrieved, support, col, config.explain_photos)
+            evidence=supporting_photos(
+                history, retrieved, support, col, config.explain_photos, related
+            )
             if len(retrieved)
             else (),
             aspects=matched_aspects(
