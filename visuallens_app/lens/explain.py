@@ -88,6 +88,7 @@ def supporting_photos(
     support: NDArray[np.float32],
     column: int,
     k: int = 3,
+    *,
     related: NDArray[np.bool_] | None = None,
 ) -> tuple[Evidence, ...]:
     """Up to ``k`` retrieved photos with the largest positive support for candidate ``column``.

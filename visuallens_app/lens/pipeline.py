@@ -389,7 +389,7 @@ def _result(
             item=candidates[int(c)],
             score=float(scored.total[c]),
             evidence=supporting_photos(
-                history, retrieved, support, col, config.explain_photos, related
+                history, retrieved, support, col, config.explain_photos, related=related
             )
             if len(retrieved)
             else (),
