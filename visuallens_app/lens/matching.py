@@ -72,6 +72,8 @@ class ItemVectors:
 
     def view(self) -> NDArray[np.float32]:
         """One vector per item for photo comparisons: its images where it has any, else text."""
+        if not self.has_image.any():  # the common case: no copy of a (100,000, d) matrix
+            return self.text
         return np.where(self.has_image[:, None], self.image, self.text).astype(np.float32)
 
 
@@ -94,19 +96,24 @@ def item_hash(item: CatalogItem) -> str:
 
 
 def embed_items(
-    items: Sequence[CatalogItem], encoder: Encoder, *, db: Any | None = None
+    items: Sequence[CatalogItem],
+    encoder: Encoder,
+    *,
+    db: Any | None = None,
+    hashes: Sequence[str] | None = None,
 ) -> ItemVectors:
     """Embed items' text and images with ``encoder``, reusing what the store has cached.
 
     An image that cannot be read is skipped (the item falls back to text if none can be read);
-    it is not an error, since catalogs come from anywhere.
+    it is not an error, since catalogs come from anywhere. ``hashes`` are the items'
+    :func:`item_hash` when the caller has them already.
     """
     d = encoder.dim
     m = len(items)
     text = np.zeros((m, d), dtype=np.float32)
     image = np.zeros((m, d), dtype=np.float32)
     has_image = np.zeros(m, dtype=bool)
-    hashes = [item_hash(it) for it in items]
+    hashes = list(hashes) if hashes is not None else [item_hash(it) for it in items]
     todo = list(range(m))
     if db is not None and m:
         ensure_lens_tables(db)

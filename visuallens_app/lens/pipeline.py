@@ -549,10 +549,13 @@ class Recommender:
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
         from visuallens_app.lens.matching import item_hash
 
-        key = tuple(f"{it.id}\0{item_hash(it)}" for it in items)
+        hashes = [item_hash(it) for it in items]
+        key = tuple(f"{it.id}\0{h}" for it, h in zip(items, hashes, strict=True))
         cached = self._items.get(key)
         if cached is None:
-            cached = self._items[key] = embed_items(items, self.encoder, db=self.store.db)
+            cached = self._items[key] = embed_items(
+                items, self.encoder, db=self.store.db, hashes=hashes
+            )
         return cached
 
     def recommend(
