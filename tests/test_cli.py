@@ -255,3 +255,54 @@ def test_a_damaged_database_says_how_to_recover(
     assert line.startswith("visuallens: The library's database is damaged")
     assert ".recover" in line
     assert "photos are untouched" in line
+
+
+def _index_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "visuallens_app.cli", "index", *args, "--encoder", "embedded"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+def test_folders_belong_to_the_library_they_were_indexed_into(
+    library_dir: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 11 item 10: VISUALLENS_LIBRARY put its folder into the app's own folder list."""
+    from visuallens_app.settings import Settings
+
+    env = dict(os.environ)  # VISUALLENS_LIBRARY names a library of its own
+    out = _index_cli(env, str(photo_dir))
+    assert out.returncode == 0, out.stderr
+    assert Settings.load().photo_folders == []
+
+    own = tmp_path / "own-library"  # the library the settings (and so the app) use
+    Settings(library_dir=str(own)).save()
+    env.pop("VISUALLENS_LIBRARY")
+    out = _index_cli(env, str(photo_dir))
+    assert out.returncode == 0, out.stderr
+    assert Settings.load().photo_folders == [str(photo_dir)]
+
+
+def test_an_empty_folder_says_no_photos_were_found_and_is_not_added(
+    library_dir: Path, tmp_path: Path
+) -> None:
+    from visuallens_app.library.store import PhotoStore
+    from visuallens_app.settings import Settings
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not a photo")
+    own = tmp_path / "own-library"
+    Settings(library_dir=str(own)).save()
+    env = {k: v for k, v in os.environ.items() if k != "VISUALLENS_LIBRARY"}
+    out = _index_cli(env, str(empty))
+    assert out.returncode == 0, out.stderr
+    assert f"No photos found in {empty}" in out.stdout
+    assert Settings.load().photo_folders == []
+    with PhotoStore(own) as store:
+        assert store.roots() == []
+    out = _index_cli(env, str(empty), "--json")
+    assert json.loads(out.stdout)["empty_roots"] == [str(empty)]

@@ -439,3 +439,49 @@ def test_thumbnail_cache_round_trip(tmp_path: Path, photo_dir: Path) -> None:
 def test_thumbnail_cache_rejects_a_path_as_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="content hash"):
         ThumbnailCache(tmp_path).path_for("../../etc/passwd")
+
+
+def _with_claimed_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with its frame header (SOF) claiming another size: the data is unchanged."""
+    data = bytearray(jpeg)
+    i = 2
+    while i < len(data):
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            data[i + 5 : i + 9] = struct.pack(">HH", height, width)
+            return bytes(data)
+        i += 2 + length
+    raise AssertionError("no SOF marker")
+
+
+def test_a_jpeg_claiming_more_than_its_data_records_the_decoded_size(
+    tmp_path: Path, cat: Image.Image
+) -> None:
+    """Issue 12 item 15: a header claiming 14000x14000 over 451x300 of data was stored as such.
+
+    libjpeg fills the rows it has no data for in flat grey and only warns; the decoded size is
+    the rows that came from the file.
+    """
+    whole = tmp_path / "whole.jpg"
+    cat.save(whole, quality=90)
+    liar = tmp_path / "liar.jpg"
+    liar.write_bytes(_with_claimed_size(whole.read_bytes(), 14000, 14000))
+    photo = decode_photo(liar, target=TARGET, thumb_size=THUMB)
+    assert photo.width == 14000  # each decoded row spans the claimed width
+    assert 0 < photo.height < 300  # far less than claimed: only what the data filled
+    assert photo.note is not None
+    assert "14,000 rows its header claims" in photo.note
+    # Nothing of the made-up grey is left in what is encoded or shown.
+    assert not (np.asarray(photo.image)[-1] == 128).all()
+
+
+def test_a_real_photo_ending_in_flat_mid_grey_keeps_its_size(tmp_path: Path) -> None:
+    """The grey fill test must not crop a photo whose bottom really is mid-grey."""
+    rng = np.random.default_rng(1)
+    pixels = np.full((600, 800, 3), 128, np.uint8)
+    pixels[:200] = rng.integers(0, 256, (200, 800, 3), np.uint8)  # detail on top, grey below
+    path = tmp_path / "grey-floor.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    photo = decode_photo(path, target=TARGET, thumb_size=THUMB)
+    assert (photo.width, photo.height) == (800, 600)
+    assert photo.note is None

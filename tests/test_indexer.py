@@ -417,3 +417,108 @@ def test_a_photo_with_damaged_exif_is_indexed_with_its_note_once(
     assert report.as_json()["notes"] == [
         {"path": path, "note": note} for path, note in report.notes
     ]
+
+
+class _InterruptedAfter:
+    """The real encoder, with a user who interrupts once ``photos`` have been encoded: the hook
+    fires inside the encode call that would go past them, as Ctrl-C or Cancel would."""
+
+    def __init__(self, encoder: Encoder, photos: int, interrupt: Callable[[], None]) -> None:
+        self._encoder = encoder
+        self._left = photos
+        self._interrupt = interrupt
+        self.encoded = 0
+        self.id, self.dim, self.input_size = encoder.id, encoder.dim, encoder.input_size
+
+    def encode_images(self, images):
+        if len(images) > self._left:
+            self._interrupt()
+        vectors = self._encoder.encode_images(images)
+        self._left -= len(images)
+        self.encoded += len(images)
+        return vectors
+
+    def encode_texts(self, texts):
+        return self._encoder.encode_texts(texts)
+
+
+def _many_photos(photo_dir: Path, sample_images: dict[str, Image.Image], n: int) -> None:
+    for i in range(n):
+        ImageOps.mirror(sample_images["coffee"]).rotate(i + 1).save(photo_dir / f"c{i:03}.jpg")
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_encoding_keeps_every_photo_already_encoded(
+    library_dir: Path, photo_dir: Path, encoder: Encoder, sample_images: dict[str, Image.Image]
+) -> None:
+    """Issue 11 item 9: Ctrl-C before the first 32 photos were done used to keep none."""
+    _many_photos(photo_dir, sample_images, 25)  # 30 photos: fewer than one full batch
+    user = _InterruptedAfter(encoder, 20, _raise_keyboard_interrupt)
+    with PhotoStore(library_dir) as store, pytest.raises(KeyboardInterrupt):
+        run_to_end(index_folders(store, user, [photo_dir]))
+    assert user.encoded == 20
+    with PhotoStore(library_dir) as store:
+        assert store.counts()["ok"] == 20  # every photo with a vector, none without
+        ids, _ = store.vectors(encoder.id)
+        assert len(ids) == 20
+    report = _index(library_dir, encoder, photo_dir)
+    assert (report.unchanged, report.indexed) == (20, 10)
+
+
+def test_cancel_while_encoding_keeps_the_encoded_photos_and_says_how_many(
+    library_dir: Path, photo_dir: Path, encoder: Encoder, sample_images: dict[str, Image.Image]
+) -> None:
+    _many_photos(photo_dir, sample_images, 25)
+    cancel = CancelToken()
+    user = _InterruptedAfter(encoder, 20, cancel.cancel)  # Cancel pressed during an encode
+    with PhotoStore(library_dir) as store:
+        report = run_to_end(index_folders(store, user, [photo_dir], cancel=cancel))
+        kept = store.counts()["ok"]
+    assert report.cancelled
+    # The encode call under way when Cancel was pressed finishes and is kept, no more starts.
+    assert report.indexed == kept == user.encoded
+    assert 20 < kept < 30
+
+
+def test_progress_counts_photos_as_they_are_encoded(
+    library_dir: Path, photo_dir: Path, encoder: Encoder, sample_images: dict[str, Image.Image]
+) -> None:
+    """Issue 11 item 8: the count moved in steps of 32 and stood at 0 through the first batch."""
+    _many_photos(photo_dir, sample_images, 35)
+    counts: list[int] = []
+    with PhotoStore(library_dir) as store:
+        job = index_folders(store, encoder, [photo_dir])
+        for progress in job:
+            if progress.stage == "index":
+                counts.append(progress.done)
+    assert counts[-1] == 40
+    assert min(c for c in counts if c > 0) <= 8  # the first photos show before a batch of 32
+
+
+def test_ctrl_c_on_the_command_line_says_how_many_photos_are_kept(
+    library_dir: Path, photo_dir: Path, sample_images: dict[str, Image.Image]
+) -> None:
+    _many_photos(photo_dir, sample_images, 60)
+    cmd = [sys.executable, "-m", "visuallens_app.cli", "index", str(photo_dir)]
+    cmd += ["--encoder", "embedded", "--library", str(library_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with PhotoStore(library_dir) as store:
+                if store.counts()["ok"] >= 4:
+                    break
+        except Exception:  # the library is still being created
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopping after the photos being encoded" in err
+    with PhotoStore(library_dir) as store:
+        kept = store.counts()["ok"]
+    assert 4 <= kept < 65
+    assert f"Cancelled: the {kept} photos indexed before that are kept" in out, out

@@ -90,3 +90,26 @@ def test_the_ui_thread_stays_responsive_while_indexing(
     print(f"UI thread: {len(gaps)} ticks, largest gap {worst} ms")
     assert len(gaps) > 50
     assert worst < 100, f"the UI thread stalled for {worst} ms"
+
+
+def test_model_loading_is_its_own_step_before_the_count(qtbot, make_session, photo_dir) -> None:
+    """Issue 11 item 8: the bar said "Scanning folders…" while the model was still loading."""
+    from visuallens_app.gui.main_window import MainWindow
+
+    session = make_session([photo_dir], start=False)
+    window = MainWindow(session)
+    qtbot.addWidget(window)
+    window.show()
+    bar = window.indexing_bar
+    seen: list[Progress] = []
+    session.indexing_progress.connect(seen.append)
+    session.start()
+    assert bar.isVisible()
+    assert "Loading the model" in bar.label.text()
+    assert bar.bar.maximum() == 0  # indeterminate: nothing to count yet
+    assert not bar.pause_button.isVisible()
+    qtbot.waitUntil(lambda: any(p.stage == "index" for p in seen), timeout=60_000)
+    assert bar.pause_button.isVisible()
+    qtbot.waitUntil(lambda: not session.indexing, timeout=60_000)
+    counted = [p.done for p in seen if p.stage == "index" and p.done > 0]
+    assert counted[0] < counted[-1] == 5  # the count moved before the end

@@ -314,3 +314,42 @@ def test_the_first_window_fits_the_screen(qtbot, make_window) -> None:
     # width is the panels' minimum at most (the offscreen screen is narrower than any laptop).
     assert window.height() <= area.height()
     assert window.width() <= max(area.width(), window.minimumSizeHint().width())
+
+
+def test_the_search_box_and_sort_follow_what_the_grid_shows(
+    qtbot, make_window, library_copy
+) -> None:
+    """Issue 11 item 6: the box kept the last query, and "Newest first" stayed over results."""
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.library_panel
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+    assert panel.sort.isVisible()
+
+    panel.search("cat")
+    qtbot.waitUntil(lambda: panel.model.mode == "results", timeout=20_000)
+    assert panel.search_box.text() == "cat"
+    assert not panel.sort.isVisible()  # ranked by relevance, not by date
+
+    with qtbot.waitSignal(panel.model.rows_loaded, timeout=20_000):
+        panel.find_similar(panel.model.photo(0))
+    assert panel.search_box.text() == ""  # these results answer a photo, not "cat"
+    assert "Photos like" in panel.results_label.text()
+    assert not panel.sort.isVisible()
+
+    panel.search("cat")
+    qtbot.waitUntil(lambda: panel.model.mode == "results", timeout=20_000)
+    panel.show_all_button.click()
+    assert panel.search_box.text() == ""
+    assert panel.sort.isVisible()
+    qtbot.waitUntil(lambda: panel.model.rowCount() == 5, timeout=10_000)
+
+
+def test_adding_a_folder_without_photos_says_so(qtbot, make_window, tmp_path: Path) -> None:
+    empty = tmp_path / "no-photos-here"
+    empty.mkdir()
+    window = make_window([])
+    with qtbot.waitSignal(window.session.indexing_finished, timeout=60_000):
+        window.add_folder(empty)
+    assert window.banner.isVisible()
+    assert f"No photos found in {empty}" in window.banner.text

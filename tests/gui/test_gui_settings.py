@@ -158,3 +158,35 @@ def test_a_settings_file_that_cannot_be_saved_is_one_sentence_in_the_banner(
     qtbot.waitUntil(window.banner.isVisible, timeout=5000)
     assert window.banner.text == sentence
     qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
+
+
+def test_clip_download_with_no_network_says_so_at_once_in_window_words(
+    qtbot, make_window, monkeypatch, tmp_path: Path
+) -> None:
+    """No fake download: the real one, against a Hub address where nothing listens."""
+    import socket
+
+    from visuallens_app.gui.panels.settings import SettingsDialog
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    window = make_window([])
+    window.session.settings.encoder = "auto"  # as a new user has it: CLIP is not here
+    with qtbot.waitSignal(window.session.encoder_ready, timeout=60_000):
+        window.session.load_encoder()
+    dialog = SettingsDialog(window.session, window)
+    qtbot.addWidget(dialog)
+    reason = dialog.encoder_reason.text()
+    assert "`" not in reason  # no Markdown in a label
+    assert "Download CLIP weights" in reason  # the button, not the CLI command
+    dialog.download.click()
+    qtbot.waitUntil(dialog.download.isEnabled, timeout=10_000)
+    status = dialog.download_status.text()
+    assert status.startswith("No network:"), status
+    assert "--" not in status  # no command-line flag
+    assert "Error" not in status  # no exception class name

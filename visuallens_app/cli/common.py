@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -142,6 +143,11 @@ def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
         print(text())
 
 
+#: What a command interrupted at once (a second Ctrl-C) has kept, by command.
+CANCELLED_KEEPS = {
+    "index": "every photo encoded before Ctrl-C is kept; run the same command again for the rest",
+}
+
 #: How a job's stages read on the progress bar.
 STAGE_LABELS = {"scan": "Scanning", "index": "Indexing", "sweep": "Tidying up"}
 
@@ -185,6 +191,33 @@ def run_job(
         bar.close()
 
 
+@contextmanager
+def interrupt_cancels(cancel: CancelToken, stopping: str) -> Iterator[None]:
+    """Within the block the first Ctrl-C cancels ``cancel`` (the job stops at its next check and
+    returns what it finished, saying so), printing ``stopping``; a second one interrupts at once.
+
+    Only the main thread may own signal handlers; elsewhere Ctrl-C keeps its usual meaning.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+        print(f"\nvisuallens: {stopping} (Ctrl-C again to stop at once).", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_handler(args: argparse.Namespace) -> int:
     """Call the command; user errors become one sentence on stderr and exit status 1.
 
@@ -198,7 +231,8 @@ def run_handler(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return reader_gone()
     except (KeyboardInterrupt, Cancelled):
-        print("visuallens: cancelled; everything indexed so far is kept.", file=sys.stderr)
+        kept = CANCELLED_KEEPS.get(getattr(args, "command", ""), "")
+        print(f"visuallens: cancelled{'; ' + kept if kept else ''}.", file=sys.stderr)
         return 130
     except Exception as err:
         message = user_message(err)

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from visuallens_app.cli.common import (
+    CancelToken,
     add_common,
     emit,
+    interrupt_cancels,
     library_dir,
     load_encoder,
     open_store,
@@ -26,7 +28,8 @@ def register(subparsers: Any) -> None:
             "Scan folders for photos (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC), embed the new and "
             "changed ones and store them in the library. Unchanged photos are not read again; "
             "deleted ones leave the library; a folder that is missing as a whole (an unmounted "
-            "drive) keeps its photos, marked offline. Ctrl-C keeps everything indexed so far."
+            "drive) keeps its photos, marked offline. Ctrl-C stops after the photos being "
+            "encoded and keeps every photo encoded so far."
         ),
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo folders")
@@ -71,15 +74,23 @@ def cmd_index(args: argparse.Namespace) -> int:
     with open_store(args) as store:  # a mistyped folder is refused before the model loads
         check_roots(store, args.paths)
     encoder = load_encoder(args)
-    with open_store(args) as store:
-        report = run_job(index_folders(store, encoder, args.paths), show=not args.json)
+    cancel = CancelToken()
+    stopping = "stopping after the photos being encoded; they are kept"
+    with open_store(args) as store, interrupt_cancels(cancel, stopping):
+        job = index_folders(store, encoder, args.paths, cancel=cancel)
+        report = run_job(job, show=not args.json)
         if not report.cancelled and store.encoder_dim(encoder.id) is not None:
             # Build the search index now, so the first search is instant.
             PhotoSearch(store, encoder).index()
+        roots = [normalise_root(p) for p in args.paths]
+        empty = [r for r in roots if display_path(r) in report.empty_roots]
+        for root in empty:  # a folder with no photo is not one of the library's folders
+            store.remove_root(root)
+    # The settings' folder list is the one the app follows for its own library; indexing into
+    # another library (--library or VISUALLENS_LIBRARY) leaves it alone.
     settings = Settings.load()
-    roots = [str(normalise_root(p)) for p in args.paths]
-    new_roots = [r for r in roots if r not in settings.photo_folders]
-    if new_roots and not args.library:
+    new_roots = [str(r) for r in roots if str(r) not in settings.photo_folders and r not in empty]
+    if new_roots and _is_the_apps_library(args, settings):
         settings.photo_folders.extend(new_roots)
         try:
             settings.save()
@@ -91,6 +102,12 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"Indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}"
             f" (encoder {report.encoder}).",
         ]
+        for root in report.empty_roots:
+            lines.append(
+                f"No photos found in {root} (nor in its subfolders): nothing to index there, "
+                "and it was not added to the library. Photos are JPEG, PNG, WebP, TIFF, BMP, "
+                "GIF or HEIC files."
+            )
         if report.reused_vectors:
             lines.append(f"{report.reused_vectors} moved or duplicate photos kept their vectors.")
         for root in report.offline_roots:
@@ -113,11 +130,31 @@ def cmd_index(args: argparse.Namespace) -> int:
             lines.append(f"{len(report.failed)} files could not be read:")
             lines.extend(f"  {path}: {reason}" for path, reason in report.failed)
         if report.cancelled:
-            lines.append("Cancelled: run the same command again to continue.")
+            lines.append(
+                f"Cancelled: the {_count(report.indexed, 'photo')} indexed before that "
+                f"{'are' if report.indexed != 1 else 'is'} kept; run the same command again "
+                "to index the rest."
+            )
         return "\n".join(lines)
 
     emit(args, report.as_json(), text)
     return 130 if report.cancelled else 0
+
+
+def _is_the_apps_library(args: argparse.Namespace, settings: Any) -> bool:
+    """Whether the command works on the library the settings (and so the app) name."""
+    import os
+
+    if args.library or os.environ.get("VISUALLENS_LIBRARY"):
+        return bool(settings.library_dir) and normalise_root(library_dir(args)) == normalise_root(
+            settings.library_dir
+        )
+    return True
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 photo', '2 photos'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _print_hits(args: argparse.Namespace, hits: list[Any]) -> int:

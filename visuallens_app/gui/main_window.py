@@ -314,9 +314,9 @@ class MainWindow(QMainWindow):
 
     def _connect_session(self) -> None:
         s = self.session
-        s.encoder_loading.connect(lambda: self.encoder_label.setText("Loading the model…"))
+        s.encoder_loading.connect(self._on_encoder_loading)
         s.encoder_ready.connect(self._on_encoder_ready)
-        s.encoder_failed.connect(lambda msg: self.encoder_label.setText("Model not loaded"))
+        s.encoder_failed.connect(self._on_encoder_failed)
         s.error_raised.connect(self.show_error)
         s.notice_raised.connect(lambda msg: self.statusBar().showMessage(msg, 6000))
         s.indexing_started.connect(self.indexing_bar.start)
@@ -436,6 +436,16 @@ class MainWindow(QMainWindow):
         self.vlm_label.setText(text if len(text) <= 60 else text[:57] + "…")
         self.vlm_label.setToolTip(text)
 
+    def _on_encoder_loading(self) -> None:
+        self.encoder_label.setText("Loading the model…")
+        if self.session.index_pending and not self.session.indexing:
+            self.indexing_bar.show_model_loading()
+
+    def _on_encoder_failed(self, _message: str) -> None:
+        self.encoder_label.setText("Model not loaded")
+        if not self.session.indexing:
+            self.indexing_bar.hide()
+
     def _on_encoder_ready(self, reason: str) -> None:
         name = (
             reason.split(":", maxsplit=1)[0]
@@ -457,6 +467,13 @@ class MainWindow(QMainWindow):
             if report.failed:
                 parts.append(f"{len(report.failed)} could not be read")
             self.statusBar().showMessage(", ".join(parts) + ".", 8000)
+            for root in report.empty_roots:
+                self._banner_action_slot = None
+                self.banner.show_message(
+                    f"No photos found in {root} (nor in its subfolders); photos added there "
+                    "later are indexed as they arrive.",
+                    level="info",
+                )
             for root in report.offline_roots:
                 self.show_error(
                     f"The photo folder {root} is not reachable; its photos are kept but marked "

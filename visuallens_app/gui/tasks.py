@@ -131,9 +131,11 @@ def _items(
 
 def load_encoder(name: str, device: str) -> tuple[SerialEncoder, str]:
     """Load the configured encoder (torch imports happen here, off the UI thread)."""
+    from visuallens_app.models.base import load_now
     from visuallens_app.models.registry import load_encoder as load
 
     choice = load(name or "auto", device=device or "auto")
+    load_now(choice.encoder)  # the weights load lazily otherwise: on this worker, not at a search
     return SerialEncoder(choice.encoder), choice.reason
 
 

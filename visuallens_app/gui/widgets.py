@@ -128,8 +128,19 @@ class IndexingBar(QFrame):
 
     def start(self) -> None:
         self.set_paused(False)
+        self.pause_button.show()
+        self.cancel_button.show()
         self.bar.setRange(0, 0)
         self.label.setText("Scanning folders…")
+        self.show()
+
+    def show_model_loading(self) -> None:
+        """The step before indexing: the model loads (seconds, no count to show)."""
+        self.title.setText("Indexing")
+        self.pause_button.hide()  # nothing runs yet that could be paused or cancelled
+        self.cancel_button.hide()
+        self.bar.setRange(0, 0)
+        self.label.setText("Loading the model… indexing starts when it is ready")
         self.show()
 
     def set_progress(self, progress: Progress) -> None:

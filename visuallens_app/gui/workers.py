@@ -183,7 +183,8 @@ class Job(QObject):
         except Exception as err:
             if self.token.cancelled and isinstance(err, VisualLensError | OSError):
                 return "cancelled", None
-            message = user_message(err)
+            # An error may word itself for the window (buttons, not command-line flags).
+            message = getattr(err, "gui_message", None) or user_message(err)
             if message is not None:
                 return "failed", message
             log.error("Job %s failed:\n%s", self.key, traceback.format_exc())

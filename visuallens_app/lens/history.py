@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlite_utils import Migrations
 
+from visuallens_app._sqlite_utils import Migrations
 from visuallens_app.library.store import apply_migrations
 from visuallens_app.models.base import Encoder
 

@@ -298,11 +298,24 @@ def _decode(
         # so that both sides stay >= needed, and go straight to RGB from YCbCr.
         opened.draft("RGB", (needed, needed))
         opened.load()
+        image: Image.Image = opened
+        missing = _rows_the_decoder_made_up(opened, width, len(data)) if fmt == "JPEG" else 0
+        if missing == opened.height:
+            raise DecodeError(f"truncated JPEG: no image data for the {width}x{height} it claims")
+        if missing:
+            # The decoded size: the rows that came from the file, not the header's claim.
+            kept = opened.height - missing
+            claimed = height
+            height = min(height, math.ceil(kept * height / opened.height))
+            image = opened.crop((0, 0, opened.width, kept))
+            notes.append(
+                f"its data ends after {height:,} of the {claimed:,} rows its header claims; "
+                f"indexed as the {width:,}x{height:,} that is there"
+            )
         # Some decoders turn the photo upright themselves (Pillow's TIFF plugin, pillow_heif)
         # and then drop the tag, so what is still to do is read after load, not from `meta`.
         with _metadata_warnings(notes):
             pending = _orientation(opened.getexif()) or 1
-        image: Image.Image = opened
         if image.mode not in _RESIZABLE_MODES:
             image = _to_rgb(image)  # palette and 16-bit data cannot be resampled as they are
         image = _shrink(image, needed)
@@ -317,9 +330,44 @@ def _decode(
     thumbnail = image.copy()
     thumbnail.thumbnail((thumb, thumb), Image.Resampling.BICUBIC, reducing_gap=None)
     note = None
-    if notes:
+    if missing:
+        note = notes.pop()
+    elif notes:
         note = f"damaged EXIF data ({notes[0]}); some details may be missing"
     return DecodedPhoto(image, thumbnail, width, height, content_hash, meta, fmt, note)
+
+
+#: The colour libjpeg gives a block it has no data for (all coefficients zero: Y=Cb=Cr=128).
+_JPEG_FILL = 128
+
+
+def _rows_the_decoder_made_up(image: Image.Image, width: int, file_bytes: int) -> int:
+    """How many rows at the bottom of a decoded JPEG hold no data from the file (0 if none).
+
+    When a JPEG's data ends early but the file still closes properly (a header claiming
+    14000x14000 over 451x300 of data), libjpeg only warns, and Pillow hands back the claimed
+    size with every missing block filled in flat mid-grey. Such rows are not part of the photo:
+    the decoded size is what precedes them. A real photo can end in flat mid-grey too, so rows
+    count as made up only when the whole file is too small to have coded them: every 8x8 block
+    costs a Huffman-coded JPEG at least one bit (its DC code), so ``file_bytes`` below one bit
+    per block of the grey band means the band was never in the file. A file cut short without
+    its end marker is not this case: Pillow refuses it, and it is reported as truncated.
+    ``width`` is the full-size width (``image`` may be drafted down).
+    """
+    if image.mode not in ("L", "RGB") or image.height < 2:
+        return 0
+    import numpy as np
+
+    pixels = np.asarray(image)
+    rows = pixels.reshape(pixels.shape[0], -1)
+    if not (np.abs(rows[-1].astype(np.int16) - _JPEG_FILL) <= 1).all():  # the usual case
+        return 0
+    flat = (np.abs(rows.astype(np.int16) - _JPEG_FILL) <= 1).all(axis=1)
+    has_data = np.flatnonzero(~flat)
+    missing = image.height - (int(has_data[-1]) + 1 if has_data.size else 0)
+    scale = width / image.width  # full-size pixels per decoded pixel
+    blocks = (width / 8) * (missing * scale / 8)
+    return missing if file_bytes * 8 < blocks else 0
 
 
 _warnings_lock = threading.Lock()

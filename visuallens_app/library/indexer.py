@@ -27,6 +27,12 @@ from visuallens_app.library.thumbnails import ThumbnailCache
 from visuallens_app.models.base import Encoder
 
 BATCH_SIZE = 32
+#: The first batches are smaller (4, 8, 16, then BATCH_SIZE), so the first photos are in the
+#: library, and on screen, within seconds of the start instead of after 32 decodes.
+FIRST_BATCH_SIZE = 4
+#: Photos encoded per call inside a batch: progress moves, and Ctrl-C or Cancel keeps, this
+#: often, without waiting for the whole batch.
+ENCODE_CHUNK = 8
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ class IndexReport:
     offline_roots: list[str] = field(default_factory=list)
     not_files: int = 0  # named like photos, but pipes, devices or sockets: never read
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but...
+    empty_roots: list[str] = field(default_factory=list)  # folders with no photo in them at all
     cancelled: bool = False
 
     def as_json(self) -> dict[str, object]:
@@ -56,6 +63,7 @@ class IndexReport:
             "offline_roots": self.offline_roots,
             "not_files": self.not_files,
             "notes": [{"path": p, "note": n} for p, n in self.notes],
+            "empty_roots": self.empty_roots,
             "encoder": self.encoder,
             "cancelled": self.cancelled,
         }
@@ -194,6 +202,8 @@ def index_folders(
             if found == 0 and any(k.startswith(prefix) for k in known):
                 offline.add(root)  # an empty mount point: the drive is not there
                 offline.update(r for r in online if r.is_relative_to(root))
+            elif found == 0 and not any(u.startswith(prefix) for u in unlisted):
+                report.empty_roots.append(display_path(root))
         for root in roots:
             if root in offline:
                 store.set_root_state(root, "offline")
@@ -213,20 +223,20 @@ def index_folders(
             return _decode(file, encoder.input_size, store.thumbnails)
 
         batch: list[_Decoded] = []
+        limit = FIRST_BATCH_SIZE
         for item in _decoded_in_order(todo, decode, workers):
             cancel.check()  # pause and cancel take effect within a batch, not after it
             batch.append(item)
-            if len(batch) >= BATCH_SIZE:
-                cancel.check()
-                transient += _write(store, encoder, batch, have_vector, report)
-                meter.advance(len(batch))
+            if len(batch) >= limit:
+                transient += yield from _write(
+                    store, encoder, batch, have_vector, report, meter=meter, cancel=cancel
+                )
                 batch = []
-                if meter.due():
-                    yield meter.progress(f"Indexed {meter.done} of {meter.total}")
+                limit = min(BATCH_SIZE, 2 * limit)
         if batch:
-            cancel.check()
-            transient += _write(store, encoder, batch, have_vector, report)
-            meter.advance(len(batch))
+            transient += yield from _write(
+                store, encoder, batch, have_vector, report, meter=meter, cancel=cancel
+            )
         yield meter.progress(f"Indexed {meter.done} of {meter.total}")
 
         # 3. Sweep: only after every root was walked to the end.
@@ -252,8 +262,17 @@ def _write(
     batch: Sequence[_Decoded],
     have_vector: set[str],
     report: IndexReport,
-) -> list[tuple[str, str]]:
-    """Store one batch; returns the failures not worth remembering (access, not content)."""
+    *,
+    meter: ProgressMeter,
+    cancel: CancelToken,
+) -> Job[list[tuple[str, str]]]:
+    """Encode and store one batch, counting photos on ``meter`` as they are encoded; returns
+    the failures not worth remembering (access, not content).
+
+    Interrupted between or during its encode calls (Cancel, Ctrl-C, the job closed), it still
+    stores every photo whose vector it has, then lets the interruption through: what was
+    encoded is kept, and only the rest is done again next time.
+    """
     photos: list[NewPhoto] = []
     failures: list[Failure] = []
     transient: list[tuple[str, str]] = []
@@ -291,9 +310,24 @@ def _write(
         else:
             to_encode.setdefault(photo.content_hash, photo)
     vectors: dict[str, NDArray[np.float32]] = {}
-    if to_encode:
-        matrix = encoder.encode_images([p.image for p in to_encode.values()])
-        vectors = dict(zip(to_encode, matrix, strict=True))
+    waiting = list(to_encode)
+    # Photos that need nothing encoded (unreadable, or a vector already known) count at once.
+    meter.advance(len(batch) - sum(1 for p in photos if p.content_hash in to_encode))
+    try:
+        for start in range(0, len(waiting), ENCODE_CHUNK):
+            cancel.check()
+            chunk = waiting[start : start + ENCODE_CHUNK]
+            matrix = encoder.encode_images([to_encode[h].image for h in chunk])
+            vectors.update(zip(chunk, matrix, strict=True))
+            meter.advance(sum(1 for p in photos if p.content_hash in chunk))
+            if meter.due():
+                yield meter.progress(f"Indexed {meter.done} of {meter.total}")
+    except BaseException:
+        encoded = [p for p in photos if p.content_hash in vectors or p.content_hash in have_vector]
+        store.write_batch(encoded, vectors, encoder.id, failures)
+        have_vector.update(vectors)
+        report.indexed += len(encoded)
+        raise
     store.write_batch(photos, vectors, encoder.id, failures)
     have_vector.update(vectors)
     report.indexed += len(photos)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import sqlite_utils
 from numpy.typing import NDArray
-from sqlite_utils import Migrations
 
+from visuallens_app._sqlite_utils import Migrations, sqlite_utils
 from visuallens_app.errors import LibraryError
 from visuallens_app.library.paths import path_from_db, path_to_db
 from visuallens_app.library.thumbnails import ThumbnailCache
@@ -109,6 +108,22 @@ def m003_library_id_and_sort_key(db: sqlite_utils.Database) -> None:
         "strftime('%Y-%m-%dT%H:%M:%S', mtime_ns / 1e9, 'unixepoch'))"
     )
     db.execute("CREATE INDEX photos_sort ON photos(sort_key, id)")
+
+
+@migrations()
+def m005_query_cache(db: sqlite_utils.Database) -> None:
+    # Embeddings of search texts, so that a repeated query needs no text model at all (issue 13).
+    # Keyed by encoder id: an encoder whose vectors change has a new id and never reads these.
+    db.execute(
+        "CREATE TABLE query_vectors (encoder_id TEXT NOT NULL, text TEXT NOT NULL, "
+        "vector BLOB NOT NULL, used_at REAL NOT NULL, PRIMARY KEY (encoder_id, text))"
+    )
+    db.execute("CREATE INDEX query_vectors_by_use ON query_vectors(used_at)")
+
+
+#: How many search texts' embeddings a library keeps (the newest), and the longest text kept.
+QUERY_CACHE_ROWS = 2000
+QUERY_CACHE_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +561,40 @@ class PhotoStore:
             [content_hash, encoder_id],
         ).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def query_vector(self, encoder_id: str, text: str) -> NDArray[np.float32] | None:
+        """The cached embedding of search ``text`` by ``encoder_id``, or None."""
+        try:
+            row = self.db.execute(
+                "SELECT vector FROM query_vectors WHERE encoder_id = ? AND text = ?",
+                [encoder_id, text],
+            ).fetchone()
+        except sqlite3.Error:  # a cache: a locked or damaged table means "not cached"
+            return None
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def remember_query_vector(
+        self, encoder_id: str, text: str, vector: NDArray[np.float32]
+    ) -> None:
+        """Cache the embedding of search ``text``, dropping the oldest beyond ``QUERY_CACHE_ROWS``;
+        a library that cannot be written to simply does not cache."""
+        if len(text) > QUERY_CACHE_MAX_CHARS:
+            return
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        try:
+            with self.db.atomic():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO query_vectors (encoder_id, text, vector, used_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [encoder_id, text, blob, time.time()],
+                )
+                self.db.execute(
+                    "DELETE FROM query_vectors WHERE rowid IN (SELECT rowid FROM query_vectors "
+                    "ORDER BY used_at DESC LIMIT -1 OFFSET ?)",
+                    [QUERY_CACHE_ROWS],
+                )
+        except sqlite3.Error as err:
+            log.info("Search text not cached: %s", err)
 
     def encoder_dim(self, encoder_id: str) -> int | None:
         row = self.db.execute("SELECT dim FROM encoders WHERE id = ?", [encoder_id]).fetchone()

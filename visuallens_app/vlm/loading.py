@@ -148,6 +148,8 @@ def resolve_source(source: str, *, allow_download: bool = False) -> Path:
         return folder
     from huggingface_hub import snapshot_download
 
+    if allow_download and not _cached(text):
+        _require_hub(text)
     try:
         return Path(
             snapshot_download(text, local_files_only=not allow_download, allow_patterns=_PATTERNS)
@@ -354,6 +356,15 @@ def download_vlm(name: str = DEFAULT_VLM, progress: DownloadProgress | None = No
     """
     from huggingface_hub import snapshot_download
 
+    if os.environ.get("HF_HUB_OFFLINE", "") in ("", "0"):
+        from visuallens_app.hub import HubUnreachableError
+
+        try:
+            _require_hub(name)
+        except HubUnreachableError:
+            if not _cached(name):
+                raise
+            return resolve_source(name)  # already here, and nothing newer can be fetched
     tqdm_class = _progress_tqdm(progress) if progress is not None else None
     try:
         folder = Path(snapshot_download(name, allow_patterns=_PATTERNS, tqdm_class=tqdm_class))
@@ -361,6 +372,28 @@ def download_vlm(name: str = DEFAULT_VLM, progress: DownloadProgress | None = No
         raise ModelUnavailableError(_download_failure(name, err)) from err
     check_folder(folder)
     return folder
+
+
+def _cached(name: str) -> bool:
+    """Whether the Hub name ``name`` already has a snapshot in the cache (no network)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(name, local_files_only=True, allow_patterns=_PATTERNS)
+    except Exception:  # not cached, or a broken cache entry: either way not usable offline
+        return False
+    return True
+
+
+def _require_hub(name: str) -> None:
+    """Fail at once, in one sentence, when ``name`` would have to come over no network."""
+    from visuallens_app.hub import require_hub
+
+    require_hub(
+        name,
+        cli_alternative="give --vlm a model folder copied from another machine",
+        gui_alternative="choose a model folder copied from another machine",
+    )
 
 
 def _download_failure(name: str, err: BaseException) -> str:

@@ -249,7 +249,9 @@ class LibraryPanel(Panel):
         """Leave search results and browse the library under the current filters."""
         self.session.runner.cancel("search")
         self.chip.hide()
+        self.search_box.clear()  # the grid no longer answers the last query
         self.model.browse(self.session.library_dir, self._query())
+        self.sort.show()
 
     def activated(self) -> None:
         if self.model.mode == "browse":
@@ -339,6 +341,7 @@ class LibraryPanel(Panel):
             self._show_chip("The model is still loading; try again in a moment.")
             return
         self.close_detail()
+        self.search_box.clear()  # the results will answer this photo, not the typed text
         directory, path, queries = self.session.library_dir, item.path, self.session.queries
         self._show_chip(f"Finding photos like {path.name}…")
         job = self.session.runner.start(
@@ -355,6 +358,7 @@ class LibraryPanel(Panel):
 
     def _show_results(self, items: list[PhotoItem], title: str) -> None:
         self.model.show_results(items, title)
+        self.sort.hide()  # results are ranked by relevance; no date order applies
         self._show_chip(f"{title}: {len(items)} photos, best first")
         if items:
             self.grid.setCurrentIndex(self.model.index(0))

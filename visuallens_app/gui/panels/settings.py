@@ -3,6 +3,7 @@ the vision-language model shared by captions, re-ranking and the inspection pane
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -166,9 +167,9 @@ class SettingsDialog(QDialog):
 
     def _reason_text(self) -> str:
         if self.session.encoder_reason:
-            return "Active: " + self.session.encoder_reason
+            return "Active: " + window_wording(self.session.encoder_reason)
         if self.session.encoder_error:
-            return "Not loaded: " + self.session.encoder_error
+            return "Not loaded: " + window_wording(self.session.encoder_error)
         return "The model is loading…"
 
     # -- folders -----------------------------------------------------------------------------
@@ -301,6 +302,17 @@ class SettingsDialog(QDialog):
             if job is not None:
                 job.cancel()
         super().accept()
+
+
+def window_wording(text: str) -> str:
+    """A core sentence worded for this dialog: its button instead of the CLI command that
+    fetches CLIP, and no Markdown backticks around what remains."""
+    text = re.sub(
+        r"`visuallens models download-clip`( or --encoder clip)?( to fetch them| fetches them)?",
+        "“Download CLIP weights” below fetches them",
+        text,
+    )
+    return re.sub(r"`([^`]+)`", r"“\1”", text)
 
 
 def open_settings(session: LibrarySession, parent: QWidget | None = None) -> SettingsDialog:
