@@ -30,8 +30,10 @@ from visuallens_app.lens.aspects import (
 )
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.explain import (
+    EVIDENCE_FLOOR,
     Evidence,
     matched_aspects,
+    photo_relatedness,
     photo_support,
     supporting_photos,
 )
@@ -424,11 +426,19 @@ def _result(
         # Each photo's share of the (weighted) profile cosine, not just its closeness.
         support = support * scored.photo_weights[:, None]
     terms = scored.space.terms if scored.space is not None else ()
+    related = (
+        photo_relatedness(history.vectors[retrieved], view[order], scored.space.vectors)
+        >= EVIDENCE_FLOOR
+        if scored.space is not None and len(retrieved)
+        else None
+    )
     recommendations = tuple(
         Recommendation(
             item=candidates[int(c)],
             score=float(scored.total[c]),
-            evidence=supporting_photos(history, retrieved, support, col, config.explain_photos)
+            evidence=supporting_photos(
+                history, retrieved, support, col, config.explain_photos, related=related
+            )
             if len(retrieved)
             else (),
             aspects=matched_aspects(
@@ -587,10 +597,13 @@ class Recommender:
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
         from visuallens_app.lens.matching import item_hash
 
-        key = tuple(f"{it.id}\0{item_hash(it)}" for it in items)
+        hashes = [item_hash(it) for it in items]
+        key = tuple(f"{it.id}\0{h}" for it, h in zip(items, hashes, strict=True))
         cached = self._items.get(key)
         if cached is None:
-            cached = self._items[key] = embed_items(items, self.encoder, db=self.store.db)
+            cached = self._items[key] = embed_items(
+                items, self.encoder, db=self.store.db, hashes=hashes
+            )
         return cached
 
     def recommend(
