@@ -565,3 +565,51 @@ def test_search_json_gives_each_result_its_thumbnail_rebuilt_if_deleted(
     assert len(hits) == 3
     for hit in hits:
         assert Path(hit["thumbnail"]).is_file()
+
+
+def test_indexing_keeps_the_classifier_signals_and_clip_leaves_them_unknown(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    from samples import photographed_page
+
+    from visuallens_app.lens.history import History
+    from visuallens_app.models.clip import ClipEncoder
+
+    photographed_page().save(photo_dir / "page.jpg", quality=90)
+    _index(library_dir, encoder, photo_dir)
+    tiny = ClipEncoder.random(model_cfg=TINY_CLIP)
+    _index(library_dir, tiny, photo_dir)
+    with PhotoStore(library_dir) as store:
+        history = History.from_store(store, encoder.id)
+        clip_history = History.from_store(store, tiny.id)
+    names = [p.name for p in history.paths]
+    page = names.index("page.jpg")
+    photos = [i for i in range(len(names)) if i != page]
+    assert np.isfinite(history.confidence).all()
+    assert np.isfinite(history.document).all()
+    assert history.document[page] > 0.2 > history.document[photos].max()
+    assert names.index("coffee.jpg") == int(np.argmax(history.confidence))  # espresso, 0.9
+    assert np.isnan(clip_history.confidence).all()
+    assert np.isnan(clip_history.document).all()
+    assert history.subset([page]).document[0] == history.document[page]
+
+
+def test_a_library_made_before_the_signals_opens_with_them_unknown(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    import sqlite3
+
+    from visuallens_app.lens.history import History
+
+    _index(library_dir, encoder, photo_dir)
+    # Undo migration 004 by hand, as in a library written by the previous release.
+    conn = sqlite3.connect(library_dir / "library.sqlite")
+    conn.execute("ALTER TABLE vectors DROP COLUMN confidence")
+    conn.execute("ALTER TABLE vectors DROP COLUMN document")
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_photo_signals'")
+    conn.commit()
+    conn.close()
+    with PhotoStore(library_dir) as store:
+        history = History.from_store(store, encoder.id)
+    assert len(history) == 5
+    assert np.isnan(history.confidence).all()

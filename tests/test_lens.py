@@ -501,7 +501,7 @@ def test_cli_recommend_json_and_explain(
     assert code == 0
     rows = json.loads(out)
     assert len(rows) == 3
-    assert set(rows[0]) == {"id", "name", "score", "evidence", "aspects"}
+    assert set(rows[0]) == {"id", "name", "score", "evidence", "aspects", "relates"}
     assert Path(rows[0]["evidence"][0]).name == "coffee.jpg"
 
     code, out, _ = run_cli(

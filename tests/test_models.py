@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from samples import hub_image, photographed_page
 
 from visuallens_app import devices
 from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.models import registry
 from visuallens_app.models.base import Encoder
 from visuallens_app.models.clip import ClipEncoder, clip_weights_available
-from visuallens_app.models.embedded import EMBEDDED_ID, EmbeddedEncoder
+from visuallens_app.models.embedded import EMBEDDED_ID, EmbeddedEncoder, imagenet_class_names
 
 # A CLIP small enough to build and run in well under a second on two cores.
 TINY_CLIP = {
@@ -80,6 +81,9 @@ def assert_one_sentence(message: str) -> None:
         ("motorcycle", "motorcycle_left"),
         ("astronaut", "astronaut"),
         ("a person", "astronaut"),
+        ("a woman", "astronaut"),
+        ("a tabby cat", "chelsea"),
+        ("espresso", "coffee"),
     ],
 )
 def test_embedded_text_search_ranks_the_right_photo_first(
@@ -161,6 +165,48 @@ def test_embedded_micro_batches_give_the_vectors_of_one_big_batch(
 
 def test_embedded_id_changes_with_its_tuning(class_cache: Path) -> None:
     assert EmbeddedEncoder(cache_dir=class_cache, top_k=3).id != EMBEDDED_ID
+    assert EmbeddedEncoder(cache_dir=class_cache, hub_correction=False).id != EMBEDDED_ID
+
+
+def test_ambiguous_class_names_are_read_as_what_they_are() -> None:
+    names = imagenet_class_names()
+    wordnet = imagenet_class_names("wordnet")
+    edited = {w: n for w, n in zip(wordnet, names, strict=True) if w != n}
+    assert edited["crane"] == "construction crane"
+    assert edited["hen-of-the-woods"] == "hen of the woods mushroom"
+    assert edited["tabby"] == "tabby cat"
+    assert "Egyptian cat" not in edited  # not "Egyptian Mau": everyday words are kept
+    assert len(names) == 1000
+
+
+def test_embedded_signals_flag_the_page_and_the_hub_and_vectors_follow_probabilities(
+    embedded: EmbeddedEncoder, sample_images: dict[str, Image.Image]
+) -> None:
+    names = list(sample_images)
+    images = [*sample_images.values(), hub_image(), photographed_page()]
+    vectors, signals = embedded.encode_images_with_signals(images)
+    again, _ = embedded.vectors_from_probabilities(embedded.image_probabilities(images))
+    np.testing.assert_allclose(again, vectors, atol=1e-6)
+    np.testing.assert_allclose(embedded.encode_images(images), vectors, atol=1e-6)
+
+    photos = slice(0, len(names))
+    assert signals.document[-1] > 0.2  # the photographed page
+    assert signals.document[photos].max() < 0.05
+    assert signals.confidence[-2] < signals.confidence[photos].min()  # the blurred noise
+
+
+def test_hub_correction_keeps_an_unsure_photo_away_from_every_prompt(
+    embedded: EmbeddedEncoder, sample_images: dict[str, Image.Image]
+) -> None:
+    # Blurred noise averages many class names; before the correction it sat closer to "a pet
+    # store" than the cat did (issue 10).
+    names = [*sample_images, "hub"]
+    vectors = embedded.encode_images([*sample_images.values(), hub_image()])
+    prompts = embedded.encode_texts(["a pet store", "the inside of a pet store"]).mean(axis=0)
+    scores = vectors @ prompts
+    assert names[int(np.argmax(scores))] == "chelsea", dict(
+        zip(names, scores.round(3), strict=True)
+    )
 
 
 # -- CLIP ---------------------------------------------------------------------------------------

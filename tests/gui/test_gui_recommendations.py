@@ -96,7 +96,7 @@ def test_the_profile_grid_shows_no_empty_rows_below_few_photos(
     with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
         panel.set_category("coffee shop")
     view = blocker.args[0]
-    assert view.grid.size == (896, 896)  # the re-ranker still reads the paper's full 8x8
-    assert shown_grid(view.grid).size == (896, 112)  # on screen: the one row with photos
+    assert view.grid.image.size == (896, 896)  # the re-ranker still reads the full 8x8
+    assert shown_grid(view.grid.image).size == (896, 112)  # on screen: the one row with photos
     pixmap = panel.grid_image.pixmap()
     assert pixmap.width() == 8 * pixmap.height()

@@ -170,79 +170,49 @@ def _reranker(args: argparse.Namespace) -> Any:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from visuallens_app.errors import VisualLensError
-    from visuallens_app.lens.pipeline import LensConfig, Recommender, candidates_for
-    from visuallens_app.lens.rerank import MAX_CANDIDATES
+    from visuallens_app.lens.pipeline import Recommender, candidates_for
+    from visuallens_app.lens.service import NOTHING_RELATES, LensOptions, check_options, recommend
     from visuallens_app.library.paths import display_path
     from visuallens_app.settings import Settings
 
-    if args.k < 1:
-        raise VisualLensError("-k must be at least 1.")
     settings = Settings.load()
-    w = args.w if args.w is not None else settings.retrieval_size
-    if w < 1:
-        raise VisualLensError("-w must be at least 1.")
+    options = LensOptions(k=args.k, w=args.w if args.w is not None else settings.retrieval_size)
+    check_options(options)
     catalog = _catalog(args.catalog)
     # An unknown category or a missing model folder fails before the encoder loads.
-    candidates = candidates_for(catalog, args.category)
-    captioner = _captioner(args)
-    reranker = _reranker(args)
+    candidates_for(catalog, args.category)
+    options = replace(options, captioner=_captioner(args), reranker=_reranker(args))
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        recommender = Recommender(store, encoder)
-        # The re-ranker orders every candidate it can take; the top k are shown after.
-        depth = max(args.k, min(len(candidates), MAX_CANDIDATES)) if reranker else args.k
-        result = recommender.recommend(
-            args.category,
-            catalog,
-            k=depth,
-            config=replace(LensConfig(), w=w),
-            captioner=captioner,
-        )
-        paths = recommender.history().paths
-        if reranker is not None:
-            from visuallens_app.lens.rerank import rerank_result
+        report = recommend(Recommender(store, encoder), catalog, args.category, options)
 
-            result = rerank_result(reranker, result, paths, f"recommend a {args.category}")
-            result = replace(result, recommendations=result.recommendations[: args.k])
-    recs = result.recommendations
-    captions = {paths[i]: text for i, text in result.captions}
-
-    def photo_line(path: Path, contribution: float) -> str:
+    def photo_line(path: Path, contribution: float, caption: str | None) -> str:
         line = f"      photo {display_path(path)}  ({contribution:+.3f})"
-        caption = captions.get(path)
         return f'{line}  "{caption}"' if caption else line
 
-    def as_json() -> list[dict[str, object]]:
-        rows = [r.as_json() for r in recs]
-        if captions:
-            for row, rec in zip(rows, recs, strict=True):
-                row["captions"] = {
-                    display_path(e.path): captions[e.path]
-                    for e in rec.evidence
-                    if e.path in captions
-                }
-        return rows
-
     def text() -> str:
-        lines = []
-        for rank, rec in enumerate(recs, 1):
-            lines.append(f"{rank:2d}. {rec.item.name}  ({rec.score:+.2f})")
+        lines = [report.library_note] if report.library_note else []
+        for item in report.items:
+            lines.append(f"{item.rank:2d}. {item.item.name}  ({item.score:+.2f})")
             if args.explain:
-                lines.extend(photo_line(e.path, e.contribution) for e in rec.evidence)
-                if rec.aspects:
+                lines.extend(
+                    photo_line(e.photo.path, e.contribution, e.photo.caption) for e in item.evidence
+                )
+                if not item.relates:
+                    lines.append(f"      {NOTHING_RELATES.lower()}")
+                if item.aspects:
                     lines.append(
-                        "      aspects " + ", ".join(f"{t} ({c:+.2f})" for t, c in rec.aspects)
+                        "      aspects " + ", ".join(f"{t} ({c:+.2f})" for t, c in item.aspects)
                     )
-        if args.explain and result.profile_aspects:
+        if args.explain and report.profile_aspects:
             lines.append(
-                "Your profile for this category: " + ", ".join(t for t, _ in result.profile_aspects)
+                "Your profile for this category: " + ", ".join(t for t, _ in report.profile_aspects)
             )
         if args.explain:
-            lines.extend(result.notes)
+            lines.extend(report.notes)
         return "\n".join(lines)
 
-    emit(args, as_json(), text)
+    emit(args, report.as_json(), text)
     return 0
 
 

@@ -15,10 +15,16 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visuallens_app.errors import Cancelled, CatalogError
 from visuallens_app.jobs import CancelToken, Progress
+
+if TYPE_CHECKING:
+    from visuallens_app.lens.catalog import Catalog
+    from visuallens_app.lens.rerank import ProfileGrid
+    from visuallens_app.lens.service import LensReport
+    from visuallens_app.library.thumbnails import ThumbnailCache
 
 #: Results a text or similar-photo search returns.
 SEARCH_K = 200
@@ -126,9 +132,11 @@ def _items(
 
 def load_encoder(name: str, device: str) -> tuple[SerialEncoder, str]:
     """Load the configured encoder (torch imports happen here, off the UI thread)."""
+    from visuallens_app.models.base import load_now
     from visuallens_app.models.registry import load_encoder as load
 
     choice = load(name or "auto", device=device or "auto")
+    load_now(choice.encoder)  # the weights load lazily otherwise: on this worker, not at a search
     return SerialEncoder(choice.encoder), choice.reason
 
 
@@ -368,29 +376,21 @@ def photo_aspects(
 
 @dataclass(frozen=True, slots=True)
 class CatalogInfo:
-    catalog: Any  # visuallens_app.lens.catalog.Catalog
+    catalog: Catalog
     problems: list[str]
     shipped: bool
 
 
 def load_catalog(folder: Path | None) -> CatalogInfo:
     """The shipped catalog (``folder`` None) or one the user imported, with its problems listed."""
-    from visuallens_app.lens import catalog as catalogs
+    from visuallens_app.lens.catalog import load_catalog as load_folder
+    from visuallens_app.lens.catalog import load_default_catalog
 
     if folder is None:
-        loader = getattr(catalogs, "load_default_catalog", None)
-        if loader is None:
-            raise CatalogError("This build ships no default catalog; import a catalog folder.")
-        loaded = loader()
-        shipped = True
+        catalog, problems, shipped = load_default_catalog(), [], True
     else:
-        loader = getattr(catalogs, "load_catalog", None)
-        if loader is None:
-            raise CatalogError("Catalog import is not available in this build.")
-        loaded = loader(Path(folder))
-        shipped = False
-    catalog = getattr(loaded, "catalog", loaded)
-    problems = [str(p) for p in getattr(loaded, "problems", ())]
+        loaded = load_folder(Path(folder))
+        catalog, problems, shipped = loaded.catalog, [str(p) for p in loaded.problems], False
     if not catalog.items:
         raise CatalogError(f"The catalog at {catalog.root} has no usable items.")
     return CatalogInfo(catalog, problems, shipped)
@@ -402,6 +402,7 @@ class EvidenceItem:
     path: Path
     thumbnail: Path | None
     contribution: float
+    caption: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,43 +415,84 @@ class RecommendationCard:
     evidence: list[EvidenceItem]
     url: str | None = None
     rating: float | None = None
+    explanation: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RecommendationView:
-    category: str
+    """What the panel draws: the lens service's report as cards, and its profile grid."""
+
+    report: LensReport
     cards: list[RecommendationCard]
-    grid: Any  # PIL image of the 8x8 profile grid, or None
-    profile_aspects: list[tuple[str, float]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    retrieved: int = 0
-    # What the re-ranker needs: the lens's result and the history it indexes into.
-    result: Any = None
-    paths: tuple[Path, ...] = ()
-    content_hashes: tuple[str, ...] = ()
-    reranked: bool = False
+    grid: ProfileGrid | None  # the numbered grid of the profile photos, as the re-ranker sees it
+
+    @property
+    def category(self) -> str:
+        return self.report.category
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.report.notes)
+
+    @property
+    def profile_aspects(self) -> list[tuple[str, float]]:
+        return list(self.report.profile_aspects)
+
+    @property
+    def retrieved(self) -> int:
+        return self.report.retrieved
+
+    @property
+    def reranked(self) -> bool:
+        return self.report.reranked
+
+    @property
+    def library_note(self) -> str | None:
+        return self.report.library_note
 
 
-def _lens_config(retrieval_size: int) -> Any:
-    """The pipeline's config object with the user's w, whatever the pipeline calls it."""
-    import dataclasses
+def _cards(report: LensReport, thumbs: ThumbnailCache) -> list[RecommendationCard]:
+    return [
+        RecommendationCard(
+            rank=ranked.rank,
+            name=ranked.item.name,
+            description=ranked.item.description,
+            score=ranked.score,
+            aspects=list(ranked.aspects),
+            evidence=[
+                EvidenceItem(
+                    e.photo.photo_id,
+                    e.photo.path,
+                    thumbs.path_for(e.photo.content_hash),
+                    e.contribution,
+                    e.photo.caption,
+                )
+                for e in ranked.evidence
+            ],
+            url=ranked.item.url,
+            rating=ranked.item.rating,
+            explanation=ranked.explanation,
+        )
+        for ranked in report.items
+    ]
 
-    from visuallens_app.lens import pipeline
 
-    for name in ("LensConfig", "RecommendConfig", "RecommenderConfig", "PipelineConfig", "Config"):
-        cls = getattr(pipeline, name, None)
-        if cls is None:
-            continue
+def _grid(report: LensReport, thumbs: ThumbnailCache) -> ProfileGrid | None:
+    """The profile grid from the library's thumbnails (the photo itself where one is missing)."""
+    from PIL import Image
+
+    if not report.profile:
+        return None
+    hashes = {p.index: p.content_hash for p in report.profile}
+
+    def load(index: int) -> Image.Image | None:
         try:
-            config = cls()
-        except TypeError:
-            continue
-        if dataclasses.is_dataclass(config):
-            for attr in ("retrieval_size", "w", "history_size"):
-                if any(f.name == attr for f in dataclasses.fields(config)):
-                    return dataclasses.replace(config, **{attr: retrieval_size})  # type: ignore[type-var]
-        return config
-    return None
+            with Image.open(thumbs.path_for(hashes[index])) as image:
+                return image.convert("RGB")
+        except OSError:
+            return None
+
+    return report.grid(load)
 
 
 def recommend(  # noqa: PLR0917
@@ -458,129 +500,49 @@ def recommend(  # noqa: PLR0917
     library_dir: Path,
     encoder: Any,
     category: str,
-    catalog: Any,
+    catalog: Catalog,
     k: int,
     retrieval_size: int,
     cancel: CancelToken,
 ) -> RecommendationView:
     """Rank the catalog's items of ``category`` for this library, with evidence and the grid."""
-    from PIL import Image
+    from visuallens_app.lens.service import LensOptions
+    from visuallens_app.lens.service import recommend as lens_recommend
 
     state = queries.state(library_dir, encoder)
-    store, recommender = state.store, state.recommender
-    config = _lens_config(retrieval_size)
-    result = recommender.recommend(category, catalog, k, config, cancel=cancel)
-    cancel.check()
-    cards: list[RecommendationCard] = []
-    records_needed: set[int] = set()
-    for rec in result.recommendations:
-        for ev in rec.evidence:
-            records_needed.add(int(_first(ev, "photo_id", "id", "photo")))
-    history = recommender.history()
-    retrieved_ids = [
-        int(history.ids[int(i)]) for i in result.retrieved if 0 <= int(i) < len(history.ids)
-    ]
-    records = store.photos_by_id(sorted(records_needed | set(retrieved_ids)))
-    thumbs = store.thumbnails
-    for rank, rec in enumerate(result.recommendations, start=1):
-        evidence = []
-        for ev in rec.evidence:
-            pid = int(_first(ev, "photo_id", "id", "photo"))
-            record = records.get(pid)
-            evidence.append(
-                EvidenceItem(
-                    pid,
-                    Path(getattr(ev, "path", record.path if record else "")),
-                    thumbs.path_for(record.content_hash) if record else None,
-                    float(getattr(ev, "contribution", 0.0)),
-                )
-            )
-        item = rec.item
-        cards.append(
-            RecommendationCard(
-                rank=rank,
-                name=item.name,
-                description=item.description,
-                score=float(rec.score),
-                aspects=[(str(t), float(w)) for t, w in rec.aspects],
-                evidence=evidence,
-                url=getattr(item, "url", None),
-                rating=getattr(item, "rating", None),
-            )
-        )
-    cancel.check()
-    grid = None
-    images = []
-    for pid in retrieved_ids[:64]:
-        record = records.get(pid)
-        if record is None:
-            continue
-        thumb = thumbs.ensure(record.content_hash, record.path) or thumbs.path_for(
-            record.content_hash
-        )
-        try:
-            with Image.open(thumb) as im:
-                images.append(im.convert("RGB"))
-        except OSError:
-            continue
-    if images:
-        from visuallens_app.lens.grid import build_grid
-
-        grid = build_grid(images)
-    return RecommendationView(
-        category=category,
-        cards=cards,
-        grid=grid,
-        profile_aspects=[(str(t), float(w)) for t, w in getattr(result, "profile_aspects", ())],
-        notes=[str(n) for n in getattr(result, "notes", ())],
-        retrieved=len(retrieved_ids),
-        result=result,
-        paths=tuple(history.paths),
-        content_hashes=tuple(history.content_hashes),
+    report = lens_recommend(
+        state.recommender, catalog, category, LensOptions(k=k, w=retrieval_size), cancel
     )
+    cancel.check()
+    thumbs = state.store.thumbnails
+    return RecommendationView(report, _cards(report, thumbs), _grid(report, thumbs))
 
 
 def rerank_view(
-    vlm: Any, library_dir: Path, view: RecommendationView, cancel: CancelToken
+    vlm: Any, library_dir: Path, view: RecommendationView, cancel: CancelToken, *, caption: bool
 ) -> RecommendationView:
     """``view``'s cards in the vision-language model's order (the paper's re-ranker).
 
-    The model sees the profile grid, the aspects and the captions it already wrote for the
-    retrieved photos (``Caption photos`` in the File menu stores them); it runs on the model's
-    lane, so the store is opened here rather than borrowed from the query lane.
+    With ``caption`` (the captions feature uses this same model) the profile photos without a
+    caption are captioned first and cached, as ``visuallens recommend`` does; the model sees the
+    grid already drawn. It runs on the model's lane, so the store is opened here.
     """
-    from dataclasses import replace
-
-    from visuallens_app.lens.aspects import stored_captions
-    from visuallens_app.lens.rerank import MLLMReranker, rerank_result
+    from visuallens_app.lens.rerank import MLLMReranker
+    from visuallens_app.lens.service import with_vlm
     from visuallens_app.vlm.captions import VlmCaptioner
 
-    result = view.result
-    if result is None or not view.cards:
+    if not view.cards:
         return view
-    retrieved = [int(i) for i in result.retrieved]
-    hashes = [view.content_hashes[i] for i in retrieved]
     with open_store(library_dir) as store:
-        by_hash = stored_captions(store.db, VlmCaptioner(vlm).id, hashes)
-    captions = tuple(
-        (i, by_hash[h]) for i, h in zip(retrieved, hashes, strict=True) if h in by_hash
-    )
-    cancel.check()
-    ranked = rerank_result(
-        MLLMReranker(vlm),
-        replace(result, captions=captions),
-        list(view.paths),
-        f"recommend a {view.category}",
-    )
-    # The cards were built from result.recommendations in order; the re-ranker returns the
-    # same recommendation objects, reordered.
-    card_of = {id(rec): card for rec, card in zip(result.recommendations, view.cards, strict=False)}
-    cards = [
-        replace(card_of[id(rec)], rank=rank)
-        for rank, rec in enumerate(ranked.recommendations, start=1)
-        if id(rec) in card_of
-    ]
-    return replace(view, cards=cards, notes=[*view.notes, ranked.notes[-1]], reranked=True)
+        report = with_vlm(
+            view.report,
+            captioner=VlmCaptioner(vlm) if caption else None,
+            reranker=MLLMReranker(vlm),
+            db=store.db,
+            grid=view.grid,
+            cancel=cancel,
+        )
+        return RecommendationView(report, _cards(report, store.thumbnails), view.grid)
 
 
 def caption_library(vlm: Any, library_dir: Path, cancel: CancelToken) -> Any:
@@ -590,10 +552,3 @@ def caption_library(vlm: Any, library_dir: Path, cancel: CancelToken) -> Any:
 
     with open_store(library_dir) as store:
         return (yield from caption_photos(store, VlmCaptioner(vlm), cancel=cancel))
-
-
-def _first(obj: Any, *names: str) -> Any:
-    for name in names:
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    raise AttributeError(names[0])

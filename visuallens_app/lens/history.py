@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlite_utils import Migrations
 
+from visuallens_app._sqlite_utils import Migrations
 from visuallens_app.library.store import apply_migrations
 from visuallens_app.models.base import Encoder
 
@@ -44,6 +44,9 @@ class History:
 
     ``vectors`` rows are L2-normalised, so a matrix product is a table of cosines.
     ``taken_at`` holds ISO capture times where the photo had them (EXIF), for burst detection.
+    ``confidence`` and ``document`` are the encoder's classifier signals per photo
+    (:class:`~visuallens_app.models.base.PhotoSignals`), NaN where unknown (CLIP, or vectors
+    indexed before the store kept them); None given means all unknown.
     """
 
     ids: NDArray[np.int64]
@@ -51,9 +54,21 @@ class History:
     vectors: NDArray[np.float32]
     content_hashes: tuple[str, ...]
     taken_at: tuple[str | None, ...]
+    confidence: NDArray[np.float32] = None  # type: ignore[assignment]
+    document: NDArray[np.float32] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        for name in ("confidence", "document"):
+            value = getattr(self, name)
+            array = (
+                np.full(n, np.nan, np.float32)
+                if value is None
+                else np.asarray(value, dtype=np.float32).reshape(-1)
+            )
+            if len(array) != n:
+                raise ValueError(f"{name} must have one value per photo ({n}), got {len(array)}")
+            object.__setattr__(self, name, array)
         if self.vectors.ndim != 2 or self.vectors.shape[0] != n:
             raise ValueError(f"vectors must be ({n}, d), got {self.vectors.shape}")
         if not (len(self.paths) == len(self.content_hashes) == len(self.taken_at) == n):
@@ -70,17 +85,23 @@ class History:
     def from_store(cls, store: PhotoStore, encoder_id: str) -> History:
         """Every photo in ``store`` with a vector from ``encoder_id``, in photo-id order."""
         ids, matrix = store.vectors(encoder_id)
+        signal_ids, signals = store.photo_signals(encoder_id)
+        by_id = dict(zip(signal_ids.tolist(), signals, strict=True))
+        unknown = np.full(2, np.nan, np.float32)
         records = store.photos_by_id([int(i) for i in ids])
-        # A photo deleted between the two reads is simply left out.
+        # A photo deleted between the reads is simply left out.
         keep = np.fromiter((int(i) in records for i in ids), dtype=bool, count=len(ids))
         ids, matrix = ids[keep], matrix[keep]
         rows = [records[int(i)] for i in ids]
+        found = np.array([by_id.get(int(i), unknown) for i in ids], np.float32).reshape(-1, 2)
         return cls(
             ids=ids.astype(np.int64, copy=False),
             paths=tuple(r.path for r in rows),
             vectors=np.ascontiguousarray(matrix, dtype=np.float32),
             content_hashes=tuple(r.content_hash for r in rows),
             taken_at=tuple(r.taken_at for r in rows),
+            confidence=found[:, 0],
+            document=found[:, 1],
         )
 
     @classmethod
@@ -92,11 +113,14 @@ class History:
         paths: Sequence[Path | str] | None = None,
         content_hashes: Sequence[str] | None = None,
         taken_at: Sequence[str | None] | None = None,
+        confidence: Sequence[float] | NDArray[np.floating[Any]] | None = None,
+        document: Sequence[float] | NDArray[np.floating[Any]] | None = None,
     ) -> History:
         """A history from plain arrays (benchmarks, evaluation sets, tests).
 
         Missing ids count from 0, missing paths are ``photo-<id>``, missing hashes are derived
-        from the vector bytes (so identical vectors share a cache row), missing times are None.
+        from the vector bytes (so identical vectors share a cache row), missing times are None,
+        missing signals NaN (unknown).
         Rows are re-normalised, because every stage relies on cosine = inner product.
         """
         matrix = np.asarray(vectors, dtype=np.float32)
@@ -117,7 +141,19 @@ class History:
             else tuple(content_hashes)
         )
         times = (None,) * n if taken_at is None else tuple(taken_at)
-        return cls(id_array, path_tuple, matrix, hashes, times)
+        return cls(
+            id_array,
+            path_tuple,
+            matrix,
+            hashes,
+            times,
+            np.full(n, np.nan, np.float32)
+            if confidence is None
+            else np.asarray(confidence, np.float32),
+            np.full(n, np.nan, np.float32)
+            if document is None
+            else np.asarray(document, np.float32),
+        )
 
     def subset(self, indices: Sequence[int] | NDArray[np.integer[Any]]) -> History:
         """The photos at ``indices`` (history positions), in that order."""
@@ -128,6 +164,8 @@ class History:
             vectors=self.vectors[idx],
             content_hashes=tuple(self.content_hashes[i] for i in idx),
             taken_at=tuple(self.taken_at[i] for i in idx),
+            confidence=self.confidence[idx],
+            document=self.document[idx],
         )
 
 
@@ -246,7 +284,9 @@ def encode_texts_cached(
                     out[i] = vector
                 _remember(encoder.id, text, vector)
     if missing:
-        todo = list(missing)
+        # Similar lengths batched together: a batch is padded to its longest text, so 100,000
+        # catalog descriptions of mixed lengths embed markedly faster sorted than in file order.
+        todo = sorted(missing, key=len)
         fresh: list[NDArray[np.float32]] = []
         for start in range(0, len(todo), batch_size):
             fresh.append(np.asarray(encoder.encode_texts(todo[start : start + batch_size])))

@@ -14,7 +14,9 @@ Candidate embeddings are computed once per encoder and cached in the store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +56,53 @@ class MatchWeights:
     aspects: float = 0.5
     evidence: float = 0.75
 
+    def as_json(self) -> dict[str, float]:
+        return {"profile": self.profile, "aspects": self.aspects, "evidence": self.evidence}
+
+
+def match_weights_path() -> Path:
+    """The shipped fitted weights (``resources/lens/match_weights.json``)."""
+    from visuallens_app.settings import resources_dir
+
+    return resources_dir() / "lens" / "match_weights.json"
+
+
+def read_match_weights(path: Path) -> MatchWeights:
+    """The weights in a file written by :func:`write_match_weights` (ValueError if malformed)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        weights = MatchWeights(
+            float(data["profile"]), float(data["aspects"]), float(data["evidence"])
+        )
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} holds no match weights: {err}") from err
+    if min(weights.profile, weights.aspects, weights.evidence) < 0 or not any(
+        (weights.profile, weights.aspects, weights.evidence)
+    ):
+        raise ValueError(f"{path}: weights must be >= 0 and not all zero")
+    return weights
+
+
+def write_match_weights(path: Path, weights: MatchWeights, **provenance: object) -> Path:
+    """Write ``weights`` with where they came from (benchmark, command, train MRR) as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**weights.as_json(), **provenance}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shipped_match_weights.cache_clear()
+    return path
+
+
+@functools.cache
+def shipped_match_weights() -> MatchWeights:
+    """The weights ``recommend`` mixes with: fitted on the synthetic probability benchmark
+    (``visuallens eval --synthetic N --fit-weights --write``), or the hand-set defaults where
+    the file is missing or damaged."""
+    try:
+        return read_match_weights(match_weights_path())
+    except ValueError:
+        return MatchWeights()
+
 
 @dataclass(frozen=True, eq=False)
 class ItemVectors:
@@ -72,6 +121,8 @@ class ItemVectors:
 
     def view(self) -> NDArray[np.float32]:
         """One vector per item for photo comparisons: its images where it has any, else text."""
+        if not self.has_image.any():  # the common case: no copy of a (100,000, d) matrix
+            return self.text
         return np.where(self.has_image[:, None], self.image, self.text).astype(np.float32)
 
 
@@ -94,19 +145,24 @@ def item_hash(item: CatalogItem) -> str:
 
 
 def embed_items(
-    items: Sequence[CatalogItem], encoder: Encoder, *, db: Any | None = None
+    items: Sequence[CatalogItem],
+    encoder: Encoder,
+    *,
+    db: Any | None = None,
+    hashes: Sequence[str] | None = None,
 ) -> ItemVectors:
     """Embed items' text and images with ``encoder``, reusing what the store has cached.
 
     An image that cannot be read is skipped (the item falls back to text if none can be read);
-    it is not an error, since catalogs come from anywhere.
+    it is not an error, since catalogs come from anywhere. ``hashes`` are the items'
+    :func:`item_hash` when the caller has them already.
     """
     d = encoder.dim
     m = len(items)
     text = np.zeros((m, d), dtype=np.float32)
     image = np.zeros((m, d), dtype=np.float32)
     has_image = np.zeros(m, dtype=bool)
-    hashes = [item_hash(it) for it in items]
+    hashes = list(hashes) if hashes is not None else [item_hash(it) for it in items]
     todo = list(range(m))
     if db is not None and m:
         ensure_lens_tables(db)
@@ -121,15 +177,28 @@ def embed_items(
             ):
                 found[(row[0], row[1])] = (row[2], row[3])
         todo = []
+        rows: list[int] = []
+        text_blobs: list[bytes] = []
+        image_rows: list[int] = []
+        image_blobs: list[bytes] = []
         for i, item in enumerate(items):
             hit = found.get((item.id, hashes[i]))
-            if hit is None:
+            if hit is None or len(hit[0]) != 4 * d:
                 todo.append(i)
                 continue
-            text[i] = np.frombuffer(hit[0], dtype=np.float32)
-            if hit[1]:
-                image[i] = np.frombuffer(hit[1], dtype=np.float32)
-                has_image[i] = True
+            rows.append(i)
+            text_blobs.append(hit[0])
+            if hit[1] and len(hit[1]) == 4 * d:
+                image_rows.append(i)
+                image_blobs.append(hit[1])
+        # One conversion per matrix, not one per item: 100,000 cached items in milliseconds.
+        if rows:
+            text[rows] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
+        if image_rows:
+            image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(
+                -1, d
+            )
+            has_image[image_rows] = True
     if todo:
         text[todo] = encode_texts_cached(encoder, [item_text(items[i]) for i in todo])
         counts = {}
@@ -197,12 +266,30 @@ def term_in(term: str, words: frozenset[str]) -> bool:
 def lexical_matches(
     terms: Sequence[str], word_sets: Sequence[frozenset[str]]
 ) -> NDArray[np.float32]:
-    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`)."""
+    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`).
+
+    Linear in the candidates: each candidate's words meet the terms' spellings in one set
+    intersection, and only the terms one of its words spells are checked further.
+    """
     spelled = [_spellings(t) for t in terms]
+    # spelling -> (term, word position) pairs it satisfies
+    index: dict[str, list[tuple[int, int]]] = {}
+    for j, forms_list in enumerate(spelled):
+        for position, forms in enumerate(forms_list):
+            for form in forms:
+                index.setdefault(form, []).append((j, position))
+    spellings = frozenset(index)
     out = np.zeros((len(word_sets), len(terms)), dtype=np.float32)
     for i, words in enumerate(word_sets):
-        for j, forms_list in enumerate(spelled):
-            if forms_list and all(any(f in words for f in forms) for forms in forms_list):
+        hits = spellings.intersection(words)
+        if not hits:
+            continue
+        found: dict[int, set[int]] = {}
+        for form in hits:
+            for j, position in index[form]:
+                found.setdefault(j, set()).add(position)
+        for j, positions in found.items():
+            if len(positions) == len(spelled[j]):
                 out[i, j] = 1.0
     return out
 
@@ -271,6 +358,7 @@ def match_components(
     photo_weights: NDArray[np.float32] | None = None,
     use_evidence: bool = True,
     evidence_k: int = EVIDENCE_K,
+    photo_reliability: NDArray[np.float32] | None = None,
 ) -> MatchComponents:
     """Score every candidate against the retrieved photos (r, d) and the aspect profile.
 
@@ -285,6 +373,10 @@ def match_components(
         :func:`item_words` per candidate, for literal aspect matches (empty: embedding only).
     photo_weights
         Relevance of each retrieved photo (mean 1) in the profile vector; None: uniform.
+    photo_reliability
+        Per retrieved photo, 0..1 (:func:`~visuallens_app.lens.retrieval.photo_reliability`):
+        in the evidence component an unreliable photo's cosine is shrunk towards the mean
+        of all retrieved photos, so a hub cannot be a candidate's nearest photo.
     """
     m = len(items)
     zeros = np.zeros(m, dtype=np.float32)
@@ -304,8 +396,12 @@ def match_components(
     evidence = zeros
     if use_evidence:
         k = min(evidence_k, len(photo_vectors))
-        text_near = _top_mean(photo_vectors @ items.text.T, k)
-        image_near = _top_mean(photo_vectors @ items.image.T, k) if with_image else None
+        text_near = _top_mean(_shrunk(photo_vectors @ items.text.T, photo_reliability), k)
+        image_near = (
+            _top_mean(_shrunk(photo_vectors @ items.image.T, photo_reliability), k)
+            if with_image
+            else None
+        )
         evidence = _by_modality(text_near, image_near, items.has_image)
 
     aspects = zeros
@@ -331,6 +427,19 @@ def match_components(
         contributions = np.zeros((m, len(aspect_weights)), dtype=np.float32)
         contributions[:, active] = contrib
     return MatchComponents(profile, aspects, evidence, contributions)
+
+
+def _shrunk(
+    sims: NDArray[np.float32], reliability: NDArray[np.float32] | None
+) -> NDArray[np.float32]:
+    """(r, m) cosines, each photo's pulled towards the column mean by (1 - its reliability)."""
+    if reliability is None:
+        return sims
+    r = np.asarray(reliability, dtype=np.float32)[:, None]
+    out: NDArray[np.float32] = (r * sims + (1 - r) * sims.mean(axis=0, keepdims=True)).astype(
+        np.float32
+    )
+    return out
 
 
 def _top_mean(sims: NDArray[np.float32], k: int) -> NDArray[np.float32]:

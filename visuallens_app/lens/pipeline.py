@@ -13,7 +13,7 @@ import contextlib
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,8 +30,10 @@ from visuallens_app.lens.aspects import (
 )
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.explain import (
+    EVIDENCE_FLOOR,
     Evidence,
     matched_aspects,
+    photo_relatedness,
     photo_support,
     supporting_photos,
 )
@@ -45,22 +47,25 @@ from visuallens_app.lens.matching import (
     embed_items,
     item_words,
     match_components,
+    shipped_match_weights,
 )
 from visuallens_app.lens.refine import (
+    MIN_SUPPORT,
     AspectExample,
     profile_weights,
     refine_retrieval,
     term_prior_vector,
 )
 from visuallens_app.lens.retrieval import (
-    DEFAULT_DUPLICATE_THRESHOLD,
-    DEFAULT_JUNK_THRESHOLD,
+    MAX_PHOTO_SHARE,
     category_prototype,
     collapse_near_duplicates,
     junk_margin,
+    photo_reliability,
     relevance_weights,
     retrieval_size,
     retrieve,
+    space_thresholds,
 )
 from visuallens_app.models.base import Encoder
 
@@ -106,6 +111,12 @@ class LensConfig:
     ``w`` is the paper's retrieval size; with ``adaptive_w`` it is a floor and retrieval keeps
     every photo on the category side of the cosines' split
     (:func:`~visuallens_app.lens.retrieval.retrieval_size`), up to ``w_max``.
+
+    ``junk_threshold`` None and ``duplicate_threshold`` "auto" take the encoder's own
+    (:func:`~visuallens_app.lens.retrieval.space_thresholds`). ``use_reliability`` weighs
+    photos the classifier was unsure of less; ``max_photo_share`` caps one photo's share of
+    the profile; ``min_support`` is how many retrieved photos a profile word needs.
+    ``weights`` default to the shipped fitted ones (``resources/lens/match_weights.json``).
     """
 
     w: int = 64
@@ -117,11 +128,14 @@ class LensConfig:
     use_refinement: bool = True
     use_evidence: bool = True
     refine_rounds: int = 4
-    junk_threshold: float = DEFAULT_JUNK_THRESHOLD
-    duplicate_threshold: float | None = DEFAULT_DUPLICATE_THRESHOLD
+    junk_threshold: float | None = None
+    duplicate_threshold: float | Literal["auto"] | None = "auto"
     time_window: float | None = None  # seconds; None: duplicates by cosine alone
     refine_mix: float = 0.5
-    weights: MatchWeights = field(default_factory=MatchWeights)
+    use_reliability: bool = True
+    max_photo_share: float | None = MAX_PHOTO_SHARE
+    min_support: int = MIN_SUPPORT
+    weights: MatchWeights = field(default_factory=shipped_match_weights)
     term_weights: Mapping[str, float] | None = field(default=None, hash=False)
     explain_photos: int = 3
     explain_aspects: int = 5
@@ -134,6 +148,20 @@ class LensConfig:
     @classmethod
     def retrieval_only(cls, **changes: Any) -> LensConfig:
         return cls(use_aspects=False, use_refinement=False, use_evidence=False, **changes)
+
+    @classmethod
+    def naive(cls, **changes: Any) -> LensConfig:
+        """The plain mean of every photo matched against the candidates: nothing else."""
+        return cls(
+            use_retrieval=False,
+            use_filter=False,
+            use_aspects=False,
+            use_refinement=False,
+            use_evidence=False,
+            use_reliability=False,
+            duplicate_threshold=None,
+            **changes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,12 +280,18 @@ def _score(
         raise CatalogError(f"There are no candidates to rank for {category!r}.")
     notes: list[str] = []
     check = cancel.check if cancel is not None else (lambda: None)
+    own_junk, own_duplicate = space_thresholds(encoder)
+    junk_threshold = own_junk if config.junk_threshold is None else config.junk_threshold
+    duplicate = (
+        own_duplicate if config.duplicate_threshold == "auto" else config.duplicate_threshold
+    )
+    reliability = photo_reliability(history) if config.use_reliability else None
 
     keep: NDArray[np.bool_] | None = None
     if config.use_filter:
         if lib.margin is None:
             lib.margin = junk_margin(history, encoder, db)
-        keep = lib.margin <= config.junk_threshold
+        keep = lib.margin <= junk_threshold
         dropped = int((~keep).sum())
         if dropped:
             notes.append(f"Left out {dropped} screenshot/document-like photo(s).")
@@ -281,24 +315,31 @@ def _score(
             prototype,
             w,
             keep=keep,
-            duplicate_threshold=config.duplicate_threshold,
+            duplicate_threshold=duplicate,
             time_window=config.time_window,
         )
     else:
         pool = np.flatnonzero(keep) if keep is not None else np.arange(len(history))
         order = pool[np.argsort(-(history.vectors[pool] @ prototype), kind="stable")]
         retrieved = (
-            collapse_near_duplicates(
-                history, config.duplicate_threshold, config.time_window, order=order
-            )
-            if config.duplicate_threshold is not None
+            collapse_near_duplicates(history, duplicate, config.time_window, order=order)
+            if duplicate is not None
             else order.astype(np.int64)
         )
     check()
 
     def relevance(rows: NDArray[np.int64]) -> NDArray[np.float32] | None:
         # Without retrieval (the paper's baseline) every photo counts the same.
-        return relevance_weights(history, rows, prototype, keep) if config.use_retrieval else None
+        if not config.use_retrieval:
+            return None
+        return relevance_weights(
+            history,
+            rows,
+            prototype,
+            keep,
+            reliability=reliability,
+            max_share=config.max_photo_share,
+        )
 
     profile: NDArray[np.float32] | None = None
     space: AspectSpace | None = None
@@ -321,16 +362,24 @@ def _score(
                 rounds=config.refine_rounds,
                 mix=config.refine_mix,
                 keep=keep,
-                duplicate_threshold=config.duplicate_threshold,
+                duplicate_threshold=duplicate,
                 time_window=config.time_window,
                 term_prior=prior,
+                reliability=reliability,
+                max_share=config.max_photo_share,
+                min_support=config.min_support,
             )
             retrieved, profile = refined.retrieved, refined.weights
             state = "converged" if refined.converged else "stopped at the cap"
             notes.append(f"Refinement {state} after {refined.rounds} round(s).")
         else:
             profile = profile_weights(
-                aspects, retrieved, photo_weights=relevance(retrieved), term_prior=prior, keep=keep
+                aspects,
+                retrieved,
+                photo_weights=relevance(retrieved),
+                term_prior=prior,
+                keep=keep,
+                min_support=config.min_support,
             )
     check()
 
@@ -345,6 +394,7 @@ def _score(
         item_word_sets=[item_words(c) for c in candidates] if profile is not None else (),
         photo_weights=photo_weights,
         use_evidence=config.use_evidence,
+        photo_reliability=reliability[retrieved] if reliability is not None else None,
     )
     weights = config.weights
     if profile is None:
@@ -369,16 +419,26 @@ def _result(
     history = lib.history
     order = np.argsort(-scored.total, kind="stable")[: max(0, k)]
     retrieved = scored.retrieved
-    support = photo_support(history.vectors[retrieved], scored.items.view()[order])
+    view = scored.items.view()
+    # Centred on all candidates, not the k listed: an explanation must not depend on k.
+    support = photo_support(history.vectors[retrieved], view[order], view.mean(axis=0))
     if scored.photo_weights is not None:
         # Each photo's share of the (weighted) profile cosine, not just its closeness.
         support = support * scored.photo_weights[:, None]
     terms = scored.space.terms if scored.space is not None else ()
+    related = (
+        photo_relatedness(history.vectors[retrieved], view[order], scored.space.vectors)
+        >= EVIDENCE_FLOOR
+        if scored.space is not None and len(retrieved)
+        else None
+    )
     recommendations = tuple(
         Recommendation(
             item=candidates[int(c)],
             score=float(scored.total[c]),
-            evidence=supporting_photos(history, retrieved, support, col, config.explain_photos)
+            evidence=supporting_photos(
+                history, retrieved, support, col, config.explain_photos, related=related
+            )
             if len(retrieved)
             else (),
             aspects=matched_aspects(
@@ -537,10 +597,13 @@ class Recommender:
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
         from visuallens_app.lens.matching import item_hash
 
-        key = tuple(f"{it.id}\0{item_hash(it)}" for it in items)
+        hashes = [item_hash(it) for it in items]
+        key = tuple(f"{it.id}\0{h}" for it, h in zip(items, hashes, strict=True))
         cached = self._items.get(key)
         if cached is None:
-            cached = self._items[key] = embed_items(items, self.encoder, db=self.store.db)
+            cached = self._items[key] = embed_items(
+                items, self.encoder, db=self.store.db, hashes=hashes
+            )
         return cached
 
     def recommend(

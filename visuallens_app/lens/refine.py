@@ -30,6 +30,11 @@ from visuallens_app.lens.retrieval import relevance_weights, retrieve
 LIFT_SMOOTHING = 2.0
 #: Aspects kept in a profile; the long tail of tiny weights is noise.
 PROFILE_TERMS = 24
+#: Retrieved photos a profile word should occur in (among their top aspects): one photo alone
+#: supplied every word of a small library's profile (issue 10). Where some word has that
+#: support, a word with less counts only UNSUPPORTED_SHARE of its weight.
+MIN_SUPPORT = 2
+UNSUPPORTED_SHARE = 0.25
 
 
 def aspect_strength(
@@ -77,19 +82,36 @@ def profile_weights(
     photo_weights: NDArray[np.float32] | None = None,
     term_prior: NDArray[np.float32] | None = None,
     keep: NDArray[np.bool_] | None = None,
+    min_support: int = 1,
 ) -> NDArray[np.float32]:
     """The aspect profile (V,) of the photos at ``retrieved`` against the rest of the library.
 
     ``photo_weights`` (mean 1, e.g. :func:`~visuallens_app.lens.retrieval.relevance_weights`)
     make a clearly relevant photo's aspects count more than a marginal one's. ``keep`` (the
     non-preference filter's mask) leaves screenshots and documents out of "the rest" too, so
-    they cannot make a term look specific.
+    they cannot make a term look specific. With ``min_support`` > 1 a term found in fewer
+    retrieved photos (of those weighing at least the mean, with ``photo_weights``) counts
+    :data:`UNSUPPORTED_SHARE` of its weight, where any term has that support (otherwise one
+    photo is all there is to read, and counts fully).
     """
     rest = np.ones(len(aspects), dtype=bool) if keep is None else keep.copy()
     rest[retrieved] = False
     rest_rows = np.flatnonzero(rest)
+    counts = aspects.counts(retrieved, photo_weights)
+    if min_support > 1:
+        # Support is counted among the photos that speak for the category at least as much
+        # as the average retrieved one: two marginal photos sharing "harness" are no reason.
+        relevant = (
+            retrieved[np.asarray(photo_weights) >= 1.0 - 1e-6]
+            if photo_weights is not None
+            else retrieved
+        )
+        support = aspects.counts(relevant)
+        supported = support >= min_support - 1e-9
+        if supported.any():
+            counts = np.where(supported, counts, UNSUPPORTED_SHARE * counts)
     weights = aspect_strength(
-        aspects.counts(retrieved, photo_weights),
+        counts,
         aspects.counts(rest_rows),
         float(len(retrieved)),
         float(len(rest_rows)),
@@ -125,6 +147,9 @@ def refine_retrieval(
     duplicate_threshold: float | None = None,
     time_window: float | None = None,
     term_prior: NDArray[np.float32] | None = None,
+    reliability: NDArray[np.float32] | None = None,
+    max_share: float | None = None,
+    min_support: int = 1,
 ) -> Refinement:
     """Alternate aspect weighting and re-retrieval until the retrieved set is stable.
 
@@ -141,15 +166,32 @@ def refine_retrieval(
         As in :func:`~visuallens_app.lens.retrieval.retrieve`.
     term_prior
         Learned per-term multipliers (:func:`fit_aspect_weights`), or None.
+    reliability, max_share
+        As in :func:`~visuallens_app.lens.retrieval.relevance_weights`.
+    min_support
+        As in :func:`profile_weights`.
     """
     cosine = history.vectors @ prototype
     base = standardise(cosine)
     retrieved = np.asarray(initial, dtype=np.int64)
 
     def profile_of(rows: NDArray[np.int64]) -> NDArray[np.float32]:
-        relevance = relevance_weights(history, rows, prototype, keep, scores=cosine)
+        relevance = relevance_weights(
+            history,
+            rows,
+            prototype,
+            keep,
+            scores=cosine,
+            reliability=reliability,
+            max_share=max_share,
+        )
         return profile_weights(
-            aspects, rows, photo_weights=relevance, term_prior=term_prior, keep=keep
+            aspects,
+            rows,
+            photo_weights=relevance,
+            term_prior=term_prior,
+            keep=keep,
+            min_support=min_support,
         )
 
     weights = profile_of(retrieved)

@@ -15,7 +15,7 @@ This module imports neither torch nor transformers: the runtime does, when it ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -205,12 +205,15 @@ def profile_grid(
     captions: Mapping[int, str] | None = None,
     *,
     max_tiles: int = 64,
+    load: Callable[[int], Image.Image | None] | None = None,
 ) -> ProfileGrid:
     """The paper's numbered grid of the first ``max_tiles`` retrieved photos.
 
     ``paths`` is indexed by history index, ``captions`` keyed by history index (as in
     ``LensResult.captions``). Unreadable photos are left out, and tile numbers (of photos and of
     their captions) count only the photos actually placed, so "3:" in the prompt is tile 3.
+    ``load`` gives a history index's tile image (the GUI reads its thumbnails) or None when it
+    has none, in which case the photo file is decoded.
     """
     from visuallens_app.lens.grid import build_grid
     from visuallens_app.library.decode import DecodeError, decode_photo
@@ -220,10 +223,13 @@ def profile_grid(
     for index in retrieved:
         if len(images) >= max_tiles:
             break
-        try:
-            images.append(decode_photo(paths[int(index)], target=112).thumbnail)
-        except DecodeError:
-            continue
+        image = load(int(index)) if load is not None else None
+        if image is None:
+            try:
+                image = decode_photo(paths[int(index)], target=112).thumbnail
+            except DecodeError:
+                continue
+        images.append(image)
         rows.append(int(index))
     by_tile = {
         tile: text
@@ -250,18 +256,24 @@ class TagRanker(Protocol):
 
 
 def rerank_result(
-    reranker: TagRanker, result: LensResult, paths: Sequence[Path], question: str
+    reranker: TagRanker,
+    result: LensResult,
+    paths: Sequence[Path],
+    question: str,
+    *,
+    grid: ProfileGrid | None = None,
 ) -> LensResult:
     """``result`` with its recommendations in the re-ranker's order.
 
-    The re-ranker sees the grid of the retrieved photos, the profile aspects and, when the
-    result has them, the photos' captions keyed by tile number. At most
+    The re-ranker sees the grid of the retrieved photos (``grid``, else built here), the profile
+    aspects and, when the result has them, the photos' captions keyed by tile number. At most
     :data:`MAX_CANDIDATES` recommendations are re-ranked; any beyond keep their place after.
     """
     head = result.recommendations[:MAX_CANDIDATES]
     if not head:
         return result
-    grid = profile_grid(paths, result.retrieved, dict(result.captions))
+    if grid is None:
+        grid = profile_grid(paths, result.retrieved, dict(result.captions))
     answer = reranker.rerank(
         grid.image,
         question,

@@ -24,7 +24,7 @@ from visuallens_app.library.paths import display_path, normalise_root, path_to_d
 from visuallens_app.library.scan import ScannedFile, missing_roots, scan_folders
 from visuallens_app.library.store import Failure, NewPhoto, PhotoStore
 from visuallens_app.library.thumbnails import ThumbnailCache
-from visuallens_app.models.base import Encoder
+from visuallens_app.models.base import Encoder, SignalEncoder
 
 BATCH_SIZE = 32
 #: The first batches are smaller (4, 8, 16, then BATCH_SIZE), so the first photos are in the
@@ -310,6 +310,7 @@ def _write(
         else:
             to_encode.setdefault(photo.content_hash, photo)
     vectors: dict[str, NDArray[np.float32]] = {}
+    signals: dict[str, tuple[float, float]] = {}
     waiting = list(to_encode)
     # Photos that need nothing encoded (unreadable, or a vector already known) count at once.
     meter.advance(len(batch) - sum(1 for p in photos if p.content_hash in to_encode))
@@ -317,18 +318,27 @@ def _write(
         for start in range(0, len(waiting), ENCODE_CHUNK):
             cancel.check()
             chunk = waiting[start : start + ENCODE_CHUNK]
-            matrix = encoder.encode_images([to_encode[h].image for h in chunk])
+            images = [to_encode[h].image for h in chunk]
+            if isinstance(encoder, SignalEncoder):
+                # The classifier's confidence and document mass come from the same forward pass.
+                matrix, found = encoder.encode_images_with_signals(images)
+                signals.update(
+                    (h, (float(c), float(d)))
+                    for h, c, d in zip(chunk, found.confidence, found.document, strict=True)
+                )
+            else:
+                matrix = encoder.encode_images(images)
             vectors.update(zip(chunk, matrix, strict=True))
             meter.advance(sum(1 for p in photos if p.content_hash in chunk))
             if meter.due():
                 yield meter.progress(f"Indexed {meter.done} of {meter.total}")
     except BaseException:
         encoded = [p for p in photos if p.content_hash in vectors or p.content_hash in have_vector]
-        store.write_batch(encoded, vectors, encoder.id, failures)
+        store.write_batch(encoded, vectors, encoder.id, failures, signals=signals)
         have_vector.update(vectors)
         report.indexed += len(encoded)
         raise
-    store.write_batch(photos, vectors, encoder.id, failures)
+    store.write_batch(photos, vectors, encoder.id, failures, signals=signals)
     have_vector.update(vectors)
     report.indexed += len(photos)
     return transient

@@ -75,7 +75,17 @@ class PhotoSearch:
         """Photos best matching a text query, best first."""
         if not query.strip():
             raise LibraryError("The search text is empty.")
-        return self._hits(self.encoder.encode_texts([query]), k, None)
+        return self._hits(self._text_vector(query), k, None)
+
+    def _text_vector(self, query: str) -> NDArray[np.float32]:
+        """(1, dim) embedding of ``query``: from the store's cache when this encoder embedded the
+        same text before, so a repeated search loads no text model (issue 13)."""
+        cached = self.store.query_vector(self.encoder.id, query)
+        if cached is not None and cached.shape[0] == self.store.encoder_dim(self.encoder.id):
+            return cached[None, :]
+        vector = self.encoder.encode_texts([query])
+        self.store.remember_query_vector(self.encoder.id, query, vector[0])
+        return vector
 
     def similar(self, image: Path, k: int = 20) -> list[SearchHit]:
         """Photos most like ``image``; an indexed photo uses its stored vector and is left out."""

@@ -13,17 +13,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import sqlite_utils
 from numpy.typing import NDArray
-from sqlite_utils import Migrations
 
+from visuallens_app._sqlite_utils import Migrations, sqlite_utils
 from visuallens_app.errors import LibraryError
 from visuallens_app.library.paths import path_from_db, path_to_db
 from visuallens_app.library.thumbnails import ThumbnailCache
@@ -112,6 +111,31 @@ def m003_library_id_and_sort_key(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX photos_sort ON photos(sort_key, id)")
 
 
+@migrations()
+def m004_photo_signals(db: sqlite_utils.Database) -> None:
+    # What the encoder's classifier said about a photo beyond its vector: the top class's
+    # probability and the mass on document-like classes (issue 10). NULL where the encoder has
+    # no classifier (CLIP) or the vector predates this migration; the lens reads NULL as unknown.
+    db.execute("ALTER TABLE vectors ADD COLUMN confidence REAL")
+    db.execute("ALTER TABLE vectors ADD COLUMN document REAL")
+
+
+@migrations()
+def m005_query_cache(db: sqlite_utils.Database) -> None:
+    # Embeddings of search texts, so that a repeated query needs no text model at all (issue 13).
+    # Keyed by encoder id: an encoder whose vectors change has a new id and never reads these.
+    db.execute(
+        "CREATE TABLE query_vectors (encoder_id TEXT NOT NULL, text TEXT NOT NULL, "
+        "vector BLOB NOT NULL, used_at REAL NOT NULL, PRIMARY KEY (encoder_id, text))"
+    )
+    db.execute("CREATE INDEX query_vectors_by_use ON query_vectors(used_at)")
+
+
+#: How many search texts' embeddings a library keeps (the newest), and the longest text kept.
+QUERY_CACHE_ROWS = 2000
+QUERY_CACHE_MAX_CHARS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class PhotoRecord:
     """One photo as the rest of the app sees it."""
@@ -186,6 +210,17 @@ def _photo_filter(
         clauses.append("taken_at <= ?")
         args.append(date_to + "\uffff" if len(date_to) == 10 else date_to)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _finite_or_null(pair: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """A signals pair as SQL values: NaN or missing becomes NULL."""
+    if pair is None:
+        return None, None
+    confidence, document = (float(x) for x in pair)
+    return (
+        confidence if np.isfinite(confidence) else None,
+        document if np.isfinite(document) else None,
+    )
 
 
 def _now() -> str:
@@ -461,8 +496,13 @@ class PhotoStore:
         vectors: dict[str, NDArray[np.float32]],
         encoder_id: str,
         failures: Sequence[Failure] = (),
+        signals: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
-        """Write one batch in one transaction: photo rows, their vectors, and failures."""
+        """Write one batch in one transaction: photo rows, their vectors, and failures.
+
+        ``signals`` maps a content hash to its (confidence, document) classifier signals,
+        stored beside the vector (NULL for hashes without one).
+        """
         now = _now()
         with self.db.atomic():
             if vectors:
@@ -471,11 +511,18 @@ class PhotoStore:
                     "INSERT OR IGNORE INTO encoders (id, dim, first_used_at) VALUES (?, ?, ?)",
                     [encoder_id, dim, now],
                 )
+                known = signals or {}
                 self.db.conn.executemany(
-                    "INSERT OR REPLACE INTO vectors (content_hash, encoder_id, vector) "
-                    "VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO vectors "
+                    "(content_hash, encoder_id, vector, confidence, document) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     [
-                        (h, encoder_id, np.asarray(v, dtype=np.float32).tobytes())
+                        (
+                            h,
+                            encoder_id,
+                            np.asarray(v, dtype=np.float32).tobytes(),
+                            *_finite_or_null(known.get(h)),
+                        )
                         for h, v in vectors.items()
                     ],
                 )
@@ -609,12 +656,62 @@ class PhotoStore:
         )
         return ids, matrix.copy()
 
+    def photo_signals(self, encoder_id: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Per photo with a vector from ``encoder_id`` (the rows and order of :meth:`vectors`):
+        (photo ids, (n, 2) confidence and document signals, NaN where unknown)."""
+        rows = self.db.execute(
+            "SELECT p.id, v.confidence, v.document FROM photos p "
+            "JOIN vectors v ON v.content_hash = p.content_hash "
+            "WHERE v.encoder_id = ? ORDER BY p.id",
+            [encoder_id],
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        values = np.array(
+            [[np.nan if r[1] is None else r[1], np.nan if r[2] is None else r[2]] for r in rows],
+            dtype=np.float32,
+        ).reshape(len(rows), 2)
+        return ids, values
+
     def vector_for_hash(self, content_hash: str, encoder_id: str) -> NDArray[np.float32] | None:
         row = self.db.execute(
             "SELECT vector FROM vectors WHERE content_hash = ? AND encoder_id = ?",
             [content_hash, encoder_id],
         ).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def query_vector(self, encoder_id: str, text: str) -> NDArray[np.float32] | None:
+        """The cached embedding of search ``text`` by ``encoder_id``, or None."""
+        try:
+            row = self.db.execute(
+                "SELECT vector FROM query_vectors WHERE encoder_id = ? AND text = ?",
+                [encoder_id, text],
+            ).fetchone()
+        except sqlite3.Error:  # a cache: a locked or damaged table means "not cached"
+            return None
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def remember_query_vector(
+        self, encoder_id: str, text: str, vector: NDArray[np.float32]
+    ) -> None:
+        """Cache the embedding of search ``text``, dropping the oldest beyond ``QUERY_CACHE_ROWS``;
+        a library that cannot be written to simply does not cache."""
+        if len(text) > QUERY_CACHE_MAX_CHARS:
+            return
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        try:
+            with self.db.atomic():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO query_vectors (encoder_id, text, vector, used_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [encoder_id, text, blob, time.time()],
+                )
+                self.db.execute(
+                    "DELETE FROM query_vectors WHERE rowid IN (SELECT rowid FROM query_vectors "
+                    "ORDER BY used_at DESC LIMIT -1 OFFSET ?)",
+                    [QUERY_CACHE_ROWS],
+                )
+        except sqlite3.Error as err:
+            log.info("Search text not cached: %s", err)
 
     def encoder_dim(self, encoder_id: str) -> int | None:
         row = self.db.execute("SELECT dim FROM encoders WHERE id = ?", [encoder_id]).fetchone()

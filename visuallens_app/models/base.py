@@ -76,3 +76,46 @@ def l2_normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def load_now(encoder: Encoder) -> None:
+    """Load every weight of ``encoder`` now; encoders otherwise load each side at its first use.
+
+    For the GUI, which loads on a worker thread at start so that the first search is instant.
+    """
+    load = getattr(encoder, "load", None)
+    if callable(load):
+        load()
+
+
+@dataclass(frozen=True, eq=False)
+class PhotoSignals:
+    """What an encoder's classifier says about each photo beyond its vector (row-aligned).
+
+    ``confidence`` is the top class's probability (low for blurry, odd or generated images,
+    which ConSE places near the centre of the space, close to every prompt); ``document`` is
+    the probability mass on document- and screen-like classes (menus, crosswords, web sites,
+    book jackets...). NaN where unknown.
+    """
+
+    confidence: NDArray[np.float32]
+    document: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+    @classmethod
+    def unknown(cls, n: int) -> PhotoSignals:
+        """Signals for ``n`` photos whose encoder has no classifier to ask."""
+        return cls(np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32))
+
+
+@runtime_checkable
+class SignalEncoder(Protocol):
+    """An encoder that can also report :class:`PhotoSignals` (the embedded one; CLIP cannot)."""
+
+    def encode_images_with_signals(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[NDArray[np.float32], PhotoSignals]:
+        """The vectors of ``encode_images`` and each photo's signals."""
+        ...

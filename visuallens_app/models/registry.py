@@ -79,13 +79,25 @@ def load_encoder(name: str = "auto", device: str = "auto") -> EncoderChoice:
     ModelUnavailableError
         Weights missing and not fetchable, unknown name or device; ``str(err)`` is one sentence.
     """
-    resolved_device = available_device(device)
+    resolved_device = _device_for_key(device)
     key = ((name or "auto").strip(), resolved_device)
     with _cache_lock:
         cached = _choices.get(key)
         if cached is None:
             cached = _choices[key] = _choose(key[0], resolved_device)
         return cached
+
+
+def _device_for_key(device: str) -> str:
+    """``device`` checked against the machine, except auto and cpu: those need no check, and the
+    check imports torch, which a command with nothing to encode never needs (issue 13); the
+    encoders resolve ``auto`` when they load."""
+    pref = (device or "auto").strip().lower()
+    return pref if pref in ("auto", "cpu") else available_device(pref)
+
+
+def _on(device: str) -> str:
+    return "" if device == "auto" else f" on {device}"
 
 
 def clear_encoder_cache() -> None:
@@ -127,7 +139,7 @@ def _choose(name: str, device: str) -> EncoderChoice:
                 )
             return EncoderChoice(
                 clip,
-                f"Using CLIP {DEFAULT_ARCH} ({DEFAULT_PRETRAINED}) on {device}: "
+                f"Using CLIP {DEFAULT_ARCH} ({DEFAULT_PRETRAINED}){_on(device)}: "
                 "weights found in the local cache.",
             )
         return EncoderChoice(
@@ -148,14 +160,14 @@ def _choose(name: str, device: str) -> EncoderChoice:
             f"checkpoint:{path}", device, lambda: ClipEncoder.from_checkpoint(path, device=device)
         )
         return EncoderChoice(
-            clip, f"Using CLIP from the checkpoint {Path(path).name} on {device} ({clip.id})."
+            clip, f"Using CLIP from the checkpoint {Path(path).name}{_on(device)} ({clip.id})."
         )
     assert arch is not None
     assert tag is not None
     was_cached = clip_weights_available(arch, tag)
     clip = clip_pretrained(arch, tag)
     where = "weights found in the local cache" if was_cached else "weights downloaded"
-    return EncoderChoice(clip, f"Using CLIP {arch} ({tag}) on {device}: {where}.")
+    return EncoderChoice(clip, f"Using CLIP {arch} ({tag}){_on(device)}: {where}.")
 
 
 def _embedded(device: str) -> Encoder:

@@ -22,9 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import sqlite_utils
-from sqlite_utils import Migrations
-
+from visuallens_app._sqlite_utils import Migrations, sqlite_utils
 from visuallens_app.errors import VisualLensError
 from visuallens_app.library.store import apply_migrations
 from visuallens_app.tldr.detector import DEFAULT_THRESHOLD, TokenScores

@@ -107,11 +107,17 @@ class RecommendationCardView(QFrame):
                 label.setFixedSize(EVIDENCE_SIDE, EVIDENCE_SIDE)
                 label.setObjectName("EvidencePhoto")
                 label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-                label.setToolTip(f"{evidence.path}\ncontribution {evidence.contribution:.3f}")
+                tip = f"{evidence.path}\ncontribution {evidence.contribution:.3f}"
+                label.setToolTip(f"{tip}\n“{evidence.caption}”" if evidence.caption else tip)
                 row.addWidget(label)
                 self.evidence_labels.append((label, evidence))
             row.addStretch(1)
             layout.addLayout(row)
+        else:
+            nothing = QLabel(card.explanation)
+            nothing.setObjectName("CardNoEvidence")
+            nothing.setWordWrap(True)
+            layout.addWidget(nothing)
         self.refresh_thumbnails(panel)
 
     def refresh_thumbnails(self, panel: RecommendationsPanel, key: str | None = None) -> None:
@@ -355,11 +361,13 @@ class RecommendationsPanel(Panel):
         if not (self.rerank.isChecked() and self.vlm.configured("rerank") and view.cards):
             return
         directory = self.session.library_dir
+        # Captions of the grid's photos come from the same model when it is also the captioner.
+        caption = self.vlm.source("captions") == self.vlm.source("rerank")
         self.status.setText(self.status.text() + " Re-ranking with the vision-language model…")
         job = self.vlm.run(
             "rerank",
             "rerank",
-            lambda vlm, ctx: tasks.rerank_view(vlm, directory, view, ctx.cancel),
+            lambda vlm, ctx: tasks.rerank_view(vlm, directory, view, ctx.cancel, caption=caption),
         )
         job.succeeded.connect(lambda ranked: self._show(ranked) if self.view is view else None)
         job.failed.connect(self._failed)
@@ -382,14 +390,16 @@ class RecommendationsPanel(Panel):
             self.cards_layout.insertWidget(self.cards_layout.count() - 1, widget)
             self.cards.append(widget)
         notes = " ".join(view.notes)
-        self.status.setText(
+        summary = (
             f"{len(view.cards)} {view.category} picks, based on {view.retrieved} of your "
             f"photos. {notes}".strip()
             if view.cards
             else f"No {view.category} candidates in this catalog. {notes}".strip()
         )
+        # Nothing in the library for this category goes first, above the list.
+        self.status.setText(f"{view.library_note} {summary}" if view.library_note else summary)
         if view.grid is not None:
-            pixmap = QPixmap.fromImage(pil_to_qimage(shown_grid(view.grid)))
+            pixmap = QPixmap.fromImage(pil_to_qimage(shown_grid(view.grid.image)))
             self.grid_image.setPixmap(
                 pixmap.scaled(
                     min(440, pixmap.width()),

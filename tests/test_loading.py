@@ -1,0 +1,202 @@
+"""A command loads only what it uses: no model for a re-index with nothing new, only the text side
+of an encoder for a text query (issue 13). Observed from outside: which modules a fresh process
+imported, and which of a model's parameters hold weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visuallens_app.models.clip import (
+    _DEFAULT_CFG,
+    DEFAULT_ARCH,
+    DEFAULT_PRETRAINED,
+    ClipEncoder,
+)
+from visuallens_app.models.embedded import EmbeddedEncoder
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+# Runs the CLI in a fresh interpreter and reports, on its last stderr line, which of the heavy
+# modules that process ended up importing.
+_RUN_CLI = """
+import json, sys
+from visuallens_app.cli import main
+code = main(sys.argv[1:])
+heavy = ["torch", "torchvision", "transformers", "open_clip", "efficientnet_lite_pytorch"]
+print(json.dumps({"code": code, "imported": [m for m in heavy if m in sys.modules]}),
+      file=sys.stderr)
+"""
+
+
+def _cli(*args: str, library: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_CLI, *args, "--library", str(library)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out, json.loads(out.stderr.strip().splitlines()[-1])
+
+
+def test_reindex_of_an_unchanged_folder_loads_no_model_and_a_text_query_no_image_model(
+    library_dir: Path, photo_dir: Path
+) -> None:
+    out, seen = _cli("index", str(photo_dir), "--json", library=library_dir)
+    assert json.loads(out.stdout)["indexed"] == 5
+    assert "efficientnet_lite_pytorch" in seen["imported"]  # it did need the image model
+
+    out, seen = _cli("index", str(photo_dir), "--json", library=library_dir)
+    report = json.loads(out.stdout)
+    assert (report["indexed"], report["unchanged"]) == (0, 5)
+    assert seen["imported"] == []  # not even torch
+
+    out, seen = _cli("search", "a cup of coffee", "-k", "2", "--json", library=library_dir)
+    assert Path(json.loads(out.stdout)[0]["path"]).name == "coffee.jpg"
+    assert "transformers" in seen["imported"]
+    assert "efficientnet_lite_pytorch" not in seen["imported"]
+    first = json.loads(out.stdout)
+
+    # The same text again: its embedding comes from the library, no model at all.
+    out, seen = _cli("search", "a cup of coffee", "-k", "2", "--json", library=library_dir)
+    assert json.loads(out.stdout) == first
+    assert seen["imported"] == []
+
+
+def test_cached_query_vectors_belong_to_their_encoder(library_dir: Path) -> None:
+    from visuallens_app.library.store import QUERY_CACHE_ROWS, PhotoStore
+
+    with PhotoStore(library_dir) as store:
+        vector = np.linspace(-1, 1, 8, dtype=np.float32)
+        store.remember_query_vector("encoder-a", "a cat", vector)
+        np.testing.assert_array_equal(store.query_vector("encoder-a", "a cat"), vector)
+        assert store.query_vector("encoder-b", "a cat") is None  # another encoder's space
+        assert store.query_vector("encoder-a", "a dog") is None
+        for i in range(QUERY_CACHE_ROWS + 5):
+            store.remember_query_vector("encoder-a", f"text {i}", vector)
+        (rows,) = store.db.execute("SELECT count(*) FROM query_vectors").fetchone()
+        assert rows == QUERY_CACHE_ROWS  # bounded, the oldest go first
+        assert store.query_vector("encoder-a", "a cat") is None
+
+
+def test_embedded_text_side_alone_gives_the_vectors_of_the_whole_encoder(tmp_path: Path) -> None:
+    lazy = EmbeddedEncoder(cache_dir=tmp_path)
+    assert lazy.loaded_parts == frozenset()
+    assert lazy.dim == 384  # known without loading anything
+    texts = ["a cup of coffee", "an astronaut"]
+    vectors = lazy.encode_texts(texts)
+    assert lazy.loaded_parts == {"text"}
+
+    whole = EmbeddedEncoder(cache_dir=tmp_path)
+    whole.load()
+    assert whole.loaded_parts == {"text", "image"}
+    np.testing.assert_allclose(vectors, whole.encode_texts(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_clip_checkpoint_text_query_reads_only_the_text_tower(
+    tmp_path: Path, sample_images: dict[str, Image.Image], suffix: str
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    reference = ClipEncoder.random(model_cfg=TINY_CLIP, seed=3)
+    state = {k: v.contiguous() for k, v in reference._model.state_dict().items()}
+    checkpoint = tmp_path / f"tiny{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(checkpoint))
+    else:
+        torch.save(state, checkpoint)
+
+    # A tiny CLIP is not a named architecture: register its config the way open_clip reads one.
+    import open_clip
+    from open_clip.factory import _MODEL_CONFIGS
+
+    _MODEL_CONFIGS["tiny-test"] = json.loads(json.dumps(TINY_CLIP))
+    try:
+        assert "tiny-test" in open_clip.list_models()
+        lazy = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+        assert lazy.loaded_towers == frozenset()  # nothing built yet
+        texts = ["a cat", "a cup of coffee"]
+        got = lazy.encode_texts(texts)
+        assert lazy.loaded_towers == {"text"}
+        visual = list(lazy._model.visual.parameters())
+        assert visual
+        assert all(p.is_meta for p in visual)  # no image weight in memory at all
+        np.testing.assert_allclose(got, reference.encode_texts(texts), atol=1e-6)
+
+        images = [sample_images["chelsea"], sample_images["coffee"]]
+        np.testing.assert_allclose(
+            lazy.encode_images(images), reference.encode_images(images), atol=1e-6
+        )
+        assert lazy.loaded_towers == {"text", "image"}
+    finally:
+        _MODEL_CONFIGS.pop("tiny-test", None)
+
+
+def test_a_checkpoint_of_another_architecture_is_one_sentence(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from visuallens_app.errors import ModelUnavailableError
+
+    reference = ClipEncoder.random(model_cfg=TINY_CLIP, seed=3)
+    state = {k: v.contiguous() for k, v in reference._model.state_dict().items()}
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_file(state, str(checkpoint))
+    lazy = ClipEncoder.from_checkpoint(checkpoint, device="cpu")  # ViT-B-32 expected
+    with pytest.raises(ModelUnavailableError) as err:
+        lazy.encode_texts(["a cat"])
+    assert "\n" not in str(err.value)
+    assert "tiny.safetensors" in str(err.value)
+
+
+def test_the_default_clip_entry_matches_open_clip() -> None:
+    from open_clip.pretrained import get_pretrained_cfg
+
+    assert dict(get_pretrained_cfg(DEFAULT_ARCH, DEFAULT_PRETRAINED)) == _DEFAULT_CFG
+
+
+@pytest.mark.parametrize("threshold", [50_000, 0], ids=["exact", "ivf"])
+def test_a_loaded_index_is_mapped_from_its_file_and_still_takes_changes(
+    tmp_path: Path, threshold: int
+) -> None:
+    from visuallens_app.index import VectorIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2_000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(10, 2_010, dtype=np.int64)
+    VectorIndex.build(ids, vectors, fingerprint="v1", exact_threshold=threshold).save(
+        tmp_path, "photos"
+    )
+    (index_file,) = tmp_path.glob("photos*.faiss")
+    maps_before = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+    assert str(index_file) not in maps_before
+
+    loaded = VectorIndex.load(tmp_path, "photos", expected_fingerprint="v1")
+    assert loaded is not None
+    if Path("/proc/self/maps").exists():  # the file's pages are mapped, not read into the heap
+        assert str(index_file) in Path("/proc/self/maps").read_text()
+    query = vectors[5]
+    assert loaded.search(query, 1)[0][0][0] == 15
+    on_disk = index_file.read_bytes()
+
+    loaded.add(np.array([5_000], dtype=np.int64), -query[None, :], fingerprint="v2")
+    assert loaded.remove([15], fingerprint="v3") == 1
+    top = [pid for pid, _ in loaded.search(-query, 1)[0]]
+    assert top == [5_000]
+    assert 15 not in [pid for pid, _ in loaded.search(query, 5)[0]]
+    assert index_file.read_bytes() == on_disk  # changing the index never writes through the map
