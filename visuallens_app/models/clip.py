@@ -211,7 +211,7 @@ def _require_hub(arch: str, tag: str) -> None:
     require_hub(
         f"CLIP {arch} ({tag}) weights",
         cli_alternative="pass --encoder clip:/path/to/checkpoint.safetensors",
-        gui_alternative="keep the embedded encoder, which needs no download",
+        gui_alternative="keep the embedded encoder",
     )
 
 

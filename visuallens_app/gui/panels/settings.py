@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -40,6 +41,40 @@ ENCODERS = [
     ("clip", "CLIP ViT-B-32 (better; needs its weights)"),
 ]
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+class WrappedLabel(QLabel):
+    """A word-wrapped sentence that keeps room for all its lines.
+
+    A top-level dialog sizes itself without asking wrapped labels how tall they are at their
+    width, so a long sentence (the model's reason, a download's outcome) was drawn over its
+    neighbours; this one sets its minimum height for the width it will have.
+    """
+
+    #: A little less than the width a sentence gets here: room for a line too many, never one
+    #: too few.
+    WIDTH = 560
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.setWordWrap(True)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self._fit(self.width() if self.width() > self.WIDTH // 2 else self.WIDTH)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit(event.size().width())
+
+    def _fit(self, width: int) -> None:
+        height = self.heightForWidth(width) if self.text() else 0
+        if height != self.minimumHeight():
+            self.setMinimumHeight(height)
+            if self.isVisible():  # a shown dialog does not grow by itself
+                QTimer.singleShot(0, self.window().adjustSize)
 
 
 class SettingsDialog(QDialog):
@@ -85,16 +120,14 @@ class SettingsDialog(QDialog):
             self.encoder.addItem(settings.encoder, settings.encoder)
             index = self.encoder.count() - 1
         self.encoder.setCurrentIndex(index)
-        self.encoder_reason = QLabel(self._reason_text())
+        self.encoder_reason = WrappedLabel(self._reason_text())
         self.encoder_reason.setObjectName("EncoderReason")
-        self.encoder_reason.setWordWrap(True)
         self.download = QPushButton("Download CLIP weights")
         self.download.clicked.connect(self.download_clip)
         self.download_bar = QProgressBar()
         self.download_bar.hide()
-        self.download_status = QLabel()
+        self.download_status = WrappedLabel()
         self.download_status.setObjectName("DownloadStatus")
-        self.download_status.setWordWrap(True)
         download_row = QHBoxLayout()
         download_row.addWidget(self.download)
         download_row.addWidget(self.download_bar, 1)
@@ -110,9 +143,9 @@ class SettingsDialog(QDialog):
         model_box = QGroupBox("Model")
         form = QFormLayout(model_box)
         form.addRow("Encoder:", self.encoder)
-        form.addRow("", self.encoder_reason)
+        form.addRow(self.encoder_reason)
         form.addRow("", download_row)
-        form.addRow("", self.download_status)
+        form.addRow(self.download_status)
         form.addRow("Device:", self.device)
         form.addRow("Photos per category (w):", self.retrieval)
         vlm_box = QGroupBox("Vision-language model")
@@ -136,9 +169,8 @@ class SettingsDialog(QDialog):
             f"Fetch {DEFAULT_VLM} (about 0.5 GB; runs on a laptop CPU) from the Hugging Face Hub"
         )
         self.vlm_download.clicked.connect(self.download_vlm)
-        self.vlm_status = QLabel(window_wording(session.vlm_host.status()))
+        self.vlm_status = WrappedLabel(window_wording(session.vlm_host.status()))
         self.vlm_status.setObjectName("VlmStatusText")
-        self.vlm_status.setWordWrap(True)
         vlm_form = QFormLayout(vlm_box)
         vlm_form.addRow("Model:", vlm_row)
         vlm_form.addRow("", self.vlm_download)
