@@ -7,8 +7,10 @@ moment resumes where it stopped, with no duplicate and no lost photo.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -334,9 +336,11 @@ def _write(
                 yield meter.progress(f"Indexed {meter.done} of {meter.total}")
     except BaseException:
         encoded = [p for p in photos if p.content_hash in vectors or p.content_hash in have_vector]
-        store.write_batch(encoded, vectors, encoder.id, failures, signals=signals)
-        have_vector.update(vectors)
-        report.indexed += len(encoded)
+        # A job closed only after its store was (left to the garbage collector) keeps nothing.
+        with contextlib.suppress(sqlite3.ProgrammingError):
+            store.write_batch(encoded, vectors, encoder.id, failures, signals=signals)
+            have_vector.update(vectors)
+            report.indexed += len(encoded)
         raise
     store.write_batch(photos, vectors, encoder.id, failures, signals=signals)
     have_vector.update(vectors)
