@@ -169,7 +169,7 @@ class PhotoSearch:
             try:
                 words = AspectVocabulary.load().terms[::4]
             except (OSError, VisualLensError):  # no vocabulary: every hit counts as a match
-                words = []
+                words = ()
             self._text_null = encode_texts_cached(self.encoder, list(words), self.store.db)
         return self._text_null
 
