@@ -39,7 +39,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "search",
         help="find photos by a text description",
-        description="Find the indexed photos that best match a text, best first.",
+        description=(
+            "Find the indexed photos that best match a text: the matches best first, then, "
+            'below a "weaker matches" line, the closest of the rest ("match" in --json).'
+        ),
     )
     p.add_argument("text", help='what to look for, e.g. "a cup of coffee"')
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
@@ -49,7 +52,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "similar",
         help="find photos that look like a given photo",
-        description="Find the indexed photos most similar to IMAGE (indexed or not), best first.",
+        description=(
+            "Find the indexed photos most similar to IMAGE (indexed or not): the similar ones "
+            'best first, then, below a "weaker matches" line, the closest of the rest.'
+        ),
     )
     p.add_argument("image", type=Path, help="a photo file")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
@@ -163,10 +169,13 @@ def _print_hits(args: argparse.Namespace, hits: list[Any], store: Any) -> int:
     def text() -> str:
         if not hits:
             return "No results."
-        return "\n".join(
-            f"{h.score:6.3f}  {h.as_json()['path']}{'  (offline)' if h.photo.offline else ''}"
-            for h in hits
-        )
+        lines = [] if any(h.match for h in hits) else ["No photo matches well; the closest:"]
+        for number, hit in enumerate(hits):
+            if not hit.match and number and hits[number - 1].match:
+                lines.append("-- weaker matches --")
+            offline = "  (offline)" if hit.photo.offline else ""
+            lines.append(f"{hit.score:6.3f}  {hit.as_json()['path']}{offline}")
+        return "\n".join(lines)
 
     rows: list[dict[str, object]] = []
     if args.json:  # scripts get each result's thumbnail, rebuilt here if it was deleted

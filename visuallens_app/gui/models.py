@@ -47,6 +47,10 @@ DISPATCH_MS = 16
 PhotoRole = Qt.ItemDataRole.UserRole + 1
 ScoreRole = Qt.ItemDataRole.UserRole + 2
 ThumbnailRole = Qt.ItemDataRole.UserRole + 3
+#: False for a search result below the calibrated cut-off (a weaker match); None when browsing.
+MatchRole = Qt.ItemDataRole.UserRole + 4
+#: True on the first weaker match after the matches: where the grid draws the line.
+DividerRole = Qt.ItemDataRole.UserRole + 5
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -108,11 +112,22 @@ class PhotoGridModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             when = item.record.taken_at or "no capture date"
             score = f"\nscore {item.score:.3f}" if item.score is not None else ""
-            return f"{item.path}\n{when}{score}"
+            weaker = "\na weaker match" if item.match is False else ""
+            return f"{item.path}\n{when}{score}{weaker}"
         if role == PhotoRole:
             return item
         if role == ScoreRole:
             return item.score
+        if role == MatchRole:
+            return item.match
+        if role == DividerRole:
+            row = index.row()
+            return bool(
+                self.mode == "results"
+                and item.match is False
+                and row > 0
+                and self._results[row - 1].match
+            )
         return None
 
     # -- what to show --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class PhotoItem:
     record: Any  # visuallens_app.library.store.PhotoRecord
     thumbnail: Path
     score: float | None = None
+    match: bool | None = None  # in results: above the calibrated cut-off or a weaker match
 
     @property
     def id(self) -> int:
@@ -115,15 +116,16 @@ def open_store(library_dir: Path) -> Iterator[Any]:
         store.close()
 
 
-def _items(
-    store: Any, records: Sequence[Any], scores: Sequence[float] | None = None
-) -> list[PhotoItem]:
+def _items(store: Any, records: Sequence[Any]) -> list[PhotoItem]:
     thumbs = store.thumbnails
-    if scores is None:
-        return [PhotoItem(r, thumbs.path_for(r.content_hash)) for r in records]
+    return [PhotoItem(r, thumbs.path_for(r.content_hash)) for r in records]
+
+
+def _hit_items(store: Any, hits: Sequence[Any]) -> list[PhotoItem]:
+    """Search hits as grid rows, each with its score and whether it is a match."""
+    thumbs = store.thumbnails
     return [
-        PhotoItem(r, thumbs.path_for(r.content_hash), s)
-        for r, s in zip(records, scores, strict=True)
+        PhotoItem(h.photo, thumbs.path_for(h.photo.content_hash), h.score, h.match) for h in hits
     ]
 
 
@@ -337,7 +339,7 @@ def search_text(
 ) -> list[PhotoItem]:
     state = queries.state(library_dir, encoder)
     hits = state.search.text(text, k)
-    return _items(state.store, [h.photo for h in hits], [h.score for h in hits])
+    return _hit_items(state.store, hits)
 
 
 def search_similar(
@@ -345,7 +347,7 @@ def search_similar(
 ) -> list[PhotoItem]:
     state = queries.state(library_dir, encoder)
     hits = state.search.similar(path, k)
-    return _items(state.store, [h.photo for h in hits], [h.score for h in hits])
+    return _hit_items(state.store, hits)
 
 
 def photo_aspects(

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from visuallens_app.gui.models import ScoreRole, ThumbnailRole
+from visuallens_app.gui.models import DividerRole, MatchRole, ScoreRole, ThumbnailRole
 from visuallens_app.jobs import Progress
 
 
@@ -196,6 +196,11 @@ def item_data(index: QModelIndex | QPersistentModelIndex, role: int) -> object:
     return model.data(index, role) if model is not None else None
 
 
+#: Opacity of search results below the cut-off, and the label where they start.
+WEAKER_OPACITY = 0.45
+WEAKER_LABEL = "weaker matches"
+
+
 class ThumbnailDelegate(QStyledItemDelegate):
     """Square, centre-cropped thumbnails with rounded corners, a name line and a score badge."""
 
@@ -232,6 +237,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(rect.adjusted(1, 1, -1, -1), 8, 8)
         clip = QPainterPath()
         clip.addRoundedRect(tile, 6, 6)
+        if item_data(index, MatchRole) is False:
+            painter.setOpacity(WEAKER_OPACITY)  # below the search's cut-off: dimmed
         pixmap = item_data(index, ThumbnailRole)
         if isinstance(pixmap, QPixmap) and not pixmap.isNull():
             painter.setClipPath(clip)
@@ -279,4 +286,23 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.drawText(
                 text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, name
             )
+        if item_data(index, DividerRole):
+            self._paint_divider(painter, option, rect)
         painter.restore()
+
+    def _paint_divider(self, painter: QPainter, option: QStyleOptionViewItem, rect: QRect) -> None:
+        """The line where a search's matches end: a bar on the tile's left and a label."""
+        painter.setOpacity(1.0)
+        accent = QColor(option.palette.color(QPalette.ColorRole.Highlight))
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(accent)
+        painter.drawRect(QRect(rect.x(), rect.y() + 2, 3, rect.height() - 4))
+        font = QFont(option.font)
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        painter.setFont(font)
+        label = WEAKER_LABEL
+        width = painter.fontMetrics().horizontalAdvance(label) + 10
+        box = QRect(rect.x() + 8, rect.y() + 8, width, painter.fontMetrics().height() + 2)
+        painter.drawRoundedRect(box, 4, 4)
+        painter.setPen(option.palette.color(QPalette.ColorRole.HighlightedText))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, label)

@@ -34,6 +34,20 @@ ZOOM_STEPS = (96, 128, 160, 200, 256, 320)
 _NO_DATE = QDate(1900, 1, 1)
 
 
+def results_summary(title: str, items: list[PhotoItem]) -> str:
+    """The chip over search results: how many match, and that the rest are weaker (dimmed)."""
+    matches = sum(1 for item in items if item.match is not False)
+    weaker = len(items) - matches
+    if not weaker:
+        return f"{title}: {matches} photos, best first"
+    if not matches:
+        return f"{title}: no photo matches well; the {weaker} closest are shown dimmed"
+    return (
+        f"{title}: {matches} {'match' if matches == 1 else 'matches'}, best first, "
+        f"then {weaker} weaker {'match' if weaker == 1 else 'matches'} (dimmed)"
+    )
+
+
 class PhotoGridView(QListView):
     """QListView in icon mode with uniform items: only visible rows are ever painted or loaded."""
 
@@ -367,8 +381,7 @@ class LibraryPanel(Panel):
     def _show_results(self, items: list[PhotoItem], title: str) -> None:
         self.model.show_results(items, title)
         self.sort.hide()  # results are ranked by relevance; no date order applies
-        n = len(items)
-        self._show_chip(f"{title}: {n} photo{'' if n == 1 else 's'}, best first")
+        self._show_chip(results_summary(title, items))
         if items:
             self.grid.setCurrentIndex(self.model.index(0))
             self.grid.scrollToTop()
