@@ -200,3 +200,33 @@ def test_a_loaded_index_is_mapped_from_its_file_and_still_takes_changes(
     assert top == [5_000]
     assert 15 not in [pid for pid, _ in loaded.search(query, 5)[0]]
     assert index_file.read_bytes() == on_disk  # changing the index never writes through the map
+
+
+def test_rescan_snapshot_is_never_trusted_after_the_library_changed(
+    library_dir: Path, photo_dir: Path
+) -> None:
+    from visuallens_app.jobs import run_to_end
+    from visuallens_app.library.indexer import index_folders
+    from visuallens_app.library.store import PhotoStore
+
+    tiny = ClipEncoder.random(model_cfg=TINY_CLIP)
+
+    def index() -> tuple[int, int, int]:
+        with PhotoStore(library_dir) as store:
+            report = run_to_end(index_folders(store, tiny, [photo_dir]))
+        return report.indexed, report.unchanged, report.removed
+
+    assert index() == (5, 0, 0)
+    assert index() == (0, 5, 0)
+    assert list((library_dir / "scan-cache").iterdir())  # the re-scan kept its snapshot
+    assert index() == (0, 5, 0)  # ...and trusts it while nothing changed
+
+    cat = photo_dir / "chelsea.jpg"
+    data = cat.read_bytes()
+    cat.unlink()
+    assert index() == (0, 4, 1)
+    cat.write_bytes(data)  # back, with a new mtime: indexed again, not "unchanged" from before
+    assert index() == (1, 4, 0)
+    os.utime(cat, ns=(cat.stat().st_atime_ns, cat.stat().st_mtime_ns + 10**9))
+    assert index() == (1, 4, 0)  # a touched file is read again
+    assert index() == (0, 5, 0)
