@@ -230,3 +230,30 @@ def test_rescan_snapshot_is_never_trusted_after_the_library_changed(
     os.utime(cat, ns=(cat.stat().st_atime_ns, cat.stat().st_mtime_ns + 10**9))
     assert index() == (1, 4, 0)  # a touched file is read again
     assert index() == (0, 5, 0)
+
+
+def test_onnx_runtime_classifier_gives_the_vectors_of_pytorch(
+    tmp_path: Path, sample_images: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    images = list(sample_images.values())
+    monkeypatch.setenv("VISUALLENS_RUNTIME", "torch")
+    eager = EmbeddedEncoder(cache_dir=tmp_path)
+    assert eager.image_runtime == "torch"
+    monkeypatch.delenv("VISUALLENS_RUNTIME")
+    fast = EmbeddedEncoder(cache_dir=tmp_path)
+    assert fast.image_runtime == "onnxruntime"
+    assert list(tmp_path.rglob("*.onnx"))  # exported once, reused by the next start
+    cosines = (eager.encode_images(images) * fast.encode_images(images)).sum(axis=1)
+    assert cosines.min() >= 0.999
+
+
+def test_pytorch_runs_the_classifier_when_asked(
+    tmp_path: Path, sample_images: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISUALLENS_RUNTIME", "torch")
+    encoder = EmbeddedEncoder(cache_dir=tmp_path)
+    assert encoder.encode_images([sample_images["coffee"]]).shape == (1, 384)
+    assert encoder.image_runtime == "torch"
+    assert not list(tmp_path.rglob("*.onnx"))
