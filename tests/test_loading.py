@@ -257,3 +257,31 @@ def test_pytorch_runs_the_classifier_when_asked(
     assert encoder.encode_images([sample_images["coffee"]]).shape == (1, 384)
     assert encoder.image_runtime == "torch"
     assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_a_clip_tag_looked_up_once_is_known_later_without_importing_open_clip(
+    library_dir: Path,
+) -> None:
+    lookup = (
+        "import json, sys\n"
+        "from visuallens_app.models import clip\n"
+        "clip._check_arch_and_tag('ViT-B-32-256', 'datacomp_s34b_b86k')\n"
+        "cfg = clip._pretrained_cfg('ViT-B-32-256', 'datacomp_s34b_b86k')\n"
+        "print(json.dumps({'hub': cfg['hf_hub'], 'open_clip': 'open_clip' in sys.modules}))\n"
+    )
+
+    def run() -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", lookup],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            check=True,
+        )
+        return dict(json.loads(out.stdout))
+
+    first = run()
+    assert first["open_clip"] is True
+    second = run()
+    assert second == {"hub": first["hub"], "open_clip": False}
+    assert "DataComp" in str(second["hub"])
