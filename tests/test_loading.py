@@ -285,3 +285,20 @@ def test_a_clip_tag_looked_up_once_is_known_later_without_importing_open_clip(
     second = run()
     assert second == {"hub": first["hub"], "open_clip": False}
     assert "DataComp" in str(second["hub"])
+
+
+def test_class_names_are_torchvisions_without_importing_torchvision() -> None:
+    probe = (
+        "import json, sys\n"
+        "from visuallens_app.models.embedded import imagenet_class_names\n"
+        "names = imagenet_class_names()\n"
+        "print(json.dumps({'names': names, 'torchvision': 'torchvision' in sys.modules}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    seen = json.loads(out)
+    assert seen["torchvision"] is False
+    from torchvision.models import EfficientNet_B0_Weights
+
+    assert seen["names"] == list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])

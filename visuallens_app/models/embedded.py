@@ -71,6 +71,25 @@ def imagenet_class_names() -> list[str]:
     The first WordNet synonym is the everyday word ("tabby", "espresso", "moped"); CLIP's
     hand-edited names ("Egyptian Mau") scored worse with MiniLM on the sample photos.
     """
+    import ast
+    import importlib.util
+
+    # The names are plain data in torchvision/models/_meta.py; reading that file instead of
+    # importing torchvision (whose import loads every model family) saves 2-6 s of every
+    # indexing run (tests/test_models.py checks the list against torchvision's own).
+    spec = importlib.util.find_spec("torchvision")
+    if spec is not None and spec.submodule_search_locations:
+        meta = Path(next(iter(spec.submodule_search_locations))) / "models" / "_meta.py"
+        with contextlib.suppress(OSError, SyntaxError, ValueError):
+            for node in ast.parse(meta.read_text(encoding="utf-8")).body:
+                if (
+                    isinstance(node, ast.Assign)
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == "_IMAGENET_CATEGORIES"
+                ):
+                    names = ast.literal_eval(node.value)
+                    if isinstance(names, list) and len(names) == 1000:
+                        return [str(n) for n in names]
     from torchvision.models import EfficientNet_B0_Weights
 
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
