@@ -200,3 +200,105 @@ def test_a_loaded_index_is_mapped_from_its_file_and_still_takes_changes(
     assert top == [5_000]
     assert 15 not in [pid for pid, _ in loaded.search(query, 5)[0]]
     assert index_file.read_bytes() == on_disk  # changing the index never writes through the map
+
+
+def test_rescan_snapshot_is_never_trusted_after_the_library_changed(
+    library_dir: Path, photo_dir: Path
+) -> None:
+    from visuallens_app.jobs import run_to_end
+    from visuallens_app.library.indexer import index_folders
+    from visuallens_app.library.store import PhotoStore
+
+    tiny = ClipEncoder.random(model_cfg=TINY_CLIP)
+
+    def index() -> tuple[int, int, int]:
+        with PhotoStore(library_dir) as store:
+            report = run_to_end(index_folders(store, tiny, [photo_dir]))
+        return report.indexed, report.unchanged, report.removed
+
+    assert index() == (5, 0, 0)
+    assert index() == (0, 5, 0)
+    assert list((library_dir / "scan-cache").iterdir())  # the re-scan kept its snapshot
+    assert index() == (0, 5, 0)  # ...and trusts it while nothing changed
+
+    cat = photo_dir / "chelsea.jpg"
+    data = cat.read_bytes()
+    cat.unlink()
+    assert index() == (0, 4, 1)
+    cat.write_bytes(data)  # back, with a new mtime: indexed again, not "unchanged" from before
+    assert index() == (1, 4, 0)
+    os.utime(cat, ns=(cat.stat().st_atime_ns, cat.stat().st_mtime_ns + 10**9))
+    assert index() == (1, 4, 0)  # a touched file is read again
+    assert index() == (0, 5, 0)
+
+
+def test_onnx_runtime_classifier_gives_the_vectors_of_pytorch(
+    tmp_path: Path, sample_images: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    images = list(sample_images.values())
+    monkeypatch.setenv("VISUALLENS_RUNTIME", "torch")
+    eager = EmbeddedEncoder(cache_dir=tmp_path)
+    assert eager.image_runtime == "torch"
+    monkeypatch.delenv("VISUALLENS_RUNTIME")
+    fast = EmbeddedEncoder(cache_dir=tmp_path)
+    assert fast.image_runtime == "onnxruntime"
+    assert list(tmp_path.rglob("*.onnx"))  # exported once, reused by the next start
+    cosines = (eager.encode_images(images) * fast.encode_images(images)).sum(axis=1)
+    assert cosines.min() >= 0.999
+
+
+def test_pytorch_runs_the_classifier_when_asked(
+    tmp_path: Path, sample_images: dict[str, Image.Image], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISUALLENS_RUNTIME", "torch")
+    encoder = EmbeddedEncoder(cache_dir=tmp_path)
+    assert encoder.encode_images([sample_images["coffee"]]).shape == (1, 384)
+    assert encoder.image_runtime == "torch"
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_a_clip_tag_looked_up_once_is_known_later_without_importing_open_clip(
+    library_dir: Path,
+) -> None:
+    lookup = (
+        "import json, sys\n"
+        "from visuallens_app.models import clip\n"
+        "clip._check_arch_and_tag('ViT-B-32-256', 'datacomp_s34b_b86k')\n"
+        "cfg = clip._pretrained_cfg('ViT-B-32-256', 'datacomp_s34b_b86k')\n"
+        "print(json.dumps({'hub': cfg['hf_hub'], 'open_clip': 'open_clip' in sys.modules}))\n"
+    )
+
+    def run() -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", lookup],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            check=True,
+        )
+        return dict(json.loads(out.stdout))
+
+    first = run()
+    assert first["open_clip"] is True
+    second = run()
+    assert second == {"hub": first["hub"], "open_clip": False}
+    assert "DataComp" in str(second["hub"])
+
+
+def test_class_names_are_torchvisions_without_importing_torchvision() -> None:
+    probe = (
+        "import json, sys\n"
+        "from visuallens_app.models.embedded import imagenet_class_names\n"
+        "names = imagenet_class_names()\n"
+        "print(json.dumps({'names': names, 'torchvision': 'torchvision' in sys.modules}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    seen = json.loads(out)
+    assert seen["torchvision"] is False
+    from torchvision.models import EfficientNet_B0_Weights
+
+    assert seen["names"] == list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import marshal
 import os
 import sqlite3
 import time
@@ -246,6 +247,32 @@ def _record(row: dict[str, Any]) -> PhotoRecord:
     )
 
 
+_SNAPSHOT_VERSION = 1
+
+
+def _read_snapshot(path: Path, stamp: str) -> dict[str, tuple[int, int, int]] | None:
+    """A known-files snapshot taken at fingerprint ``stamp``, or None (missing, stale, damaged)."""
+    try:
+        version, taken_at, known = marshal.loads(path.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if version != _SNAPSHOT_VERSION or taken_at != stamp or not isinstance(known, dict):
+        return None
+    return known
+
+
+def _write_snapshot(path: Path, stamp: str, known: dict[str, tuple[int, int, int]]) -> None:
+    """Save a known-files snapshot atomically; a cache, so a write that fails is ignored."""
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(marshal.dumps((_SNAPSHOT_VERSION, stamp, known)))
+        os.replace(tmp, path)
+    except OSError as err:
+        log.info("Scan snapshot not saved: %s", err)
+        tmp.unlink(missing_ok=True)
+
+
 def apply_migrations(
     db: sqlite_utils.Database, migration_set: Migrations, attempts: int = 100
 ) -> None:
@@ -464,16 +491,45 @@ class PhotoStore:
     def known_files(self, root: Path, encoder_id: str) -> dict[str, tuple[int, int, int]]:
         """Photos under ``root``: database path -> (size, mtime_ns, has a vector from encoder).
 
-        One query, plain tuples: a re-scan compares 10,000s of these against the disk and must
-        cost little more than walking the folder. Unchanged means ``(size, mtime_ns, 1)``.
+        Plain tuples: a re-scan compares 10,000s of these against the disk and must cost little
+        more than walking the folder. Unchanged means ``(size, mtime_ns, 1)``. The answer is
+        also kept as a snapshot file, trusted only while the library's fingerprint (which every
+        write changes) is the one it was taken at: reading it is a tenth of the queries' time
+        (issue 13, benchmarks/bench_index.py's re-scan).
         """
-        rows = self.db.conn.execute(
-            "SELECT path, size, mtime_ns, EXISTS (SELECT 1 FROM vectors v "
-            "WHERE v.encoder_id = ? AND v.content_hash = p.content_hash) "
-            "FROM photos p WHERE root = ?",
-            [encoder_id, path_to_db(root)],
+        snapshot = (
+            self.directory
+            / "scan-cache"
+            / (
+                "known-"
+                + hashlib.sha256(f"{path_to_db(root)}\0{encoder_id}".encode()).hexdigest()[:20]
+            )
         )
-        return {path: (size, mtime, has) for path, size, mtime, has in rows}
+        conn = self.db.conn
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")  # the fingerprint and the rows from one consistent state
+        try:
+            stamp = self.fingerprint(encoder_id)
+            cached = _read_snapshot(snapshot, stamp)
+            if cached is not None:
+                return cached
+            # Two plain reads and a set lookup: half the time of one query with a correlated
+            # EXISTS per photo.
+            with_vector = self.hashes_with_vectors(encoder_id)
+            rows = conn.execute(
+                "SELECT path, size, mtime_ns, content_hash FROM photos WHERE root = ?",
+                [path_to_db(root)],
+            )
+            known = {
+                path: (size, mtime, 1 if digest in with_vector else 0)
+                for path, size, mtime, digest in rows
+            }
+        finally:
+            if own:
+                conn.rollback()  # nothing was written
+        _write_snapshot(snapshot, stamp, known)
+        return known
 
     def known_failures(self, root: Path) -> dict[str, tuple[int, int]]:
         """Files under ``root`` that failed before, with the (size, mtime) they failed at."""

@@ -92,11 +92,53 @@ _DEFAULT_CFG: dict[str, Any] = {
 
 
 def _pretrained_cfg(arch: str, tag: str) -> dict[str, Any]:
+    """open_clip's pretrained entry for ``arch``/``tag`` ({} when unknown).
+
+    Entries already looked up are answered from a small JSON file in the cache directory, per
+    open_clip version: importing open_clip to read its table costs 6 s on 2 cores, which a
+    re-index with nothing new or a search would otherwise pay before anything else (issue 13).
+    """
     if (arch, tag) == (DEFAULT_ARCH, DEFAULT_PRETRAINED):
         return dict(_DEFAULT_CFG)
+    key = f"{_open_clip_version()}|{arch}|{tag}"
+    table = _tag_table()
+    if key in table:
+        return dict(table[key])
     from open_clip.pretrained import get_pretrained_cfg
 
-    return dict(get_pretrained_cfg(arch, tag))
+    cfg = dict(get_pretrained_cfg(arch, tag))
+    if cfg:
+        table[key] = cfg
+        with contextlib.suppress(OSError, TypeError, ValueError):  # a cache: best effort
+            path = _tag_table_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}-{os.getpid()}")
+            tmp.write_text(json.dumps(table), encoding="utf-8")
+            os.replace(tmp, path)
+    return cfg
+
+
+def _open_clip_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("open_clip_torch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _tag_table_path() -> Path:
+    from visuallens_app import settings
+
+    return settings.cache_dir() / "encoders" / "open_clip-pretrained.json"
+
+
+def _tag_table() -> dict[str, Any]:
+    try:
+        table = json.loads(_tag_table_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
 
 
 def _hf_candidates(hf_hub: str) -> tuple[str, list[str]]:
@@ -144,6 +186,8 @@ def clip_weights_available(arch: str = DEFAULT_ARCH, tag: str = DEFAULT_PRETRAIN
 
 
 def _check_arch_and_tag(arch: str, tag: str) -> None:
+    if f"{_open_clip_version()}|{arch}|{tag}" in _tag_table():
+        return  # looked up before, with this open_clip: a known architecture and tag
     import open_clip
 
     if arch not in open_clip.list_models():
@@ -392,7 +436,7 @@ class ClipEncoder:
             Unknown arch/tag, or weights neither cached nor downloadable; one sentence.
         """
         if (arch, tag) != (DEFAULT_ARCH, DEFAULT_PRETRAINED):
-            _check_arch_and_tag(arch, tag)  # the default needs no open_clip import to be known
+            _check_arch_and_tag(arch, tag)  # no open_clip import for the default, or when known
         if hub_offline() and not clip_weights_available(arch, tag):
             raise ModelUnavailableError(
                 f"CLIP {arch} ({tag}) weights are not on this machine and it is offline; "
