@@ -246,7 +246,11 @@ def _photo_benchmark(args: argparse.Namespace, methods: list[str]) -> int:
         weights, train_mrr = run_job(
             fit_shipped_weights(train, encoder, seed=args.seed), show=not args.json
         )
-        data["fitted"] = {**weights.as_json(), "train_mrr": train_mrr, "train": len(train)}
+        data["fitted_weights"] = {
+            **weights.as_json(),
+            "train_mrr": train_mrr,
+            "train": len(train),
+        }
         lines.append(
             f"Fitted on {len(train)} train question(s): profile {weights.profile:g}, "
             f"aspects {weights.aspects:g}, evidence {weights.evidence:g} "
