@@ -179,7 +179,7 @@ def test_file_benchmark_end_to_end_encodes_each_photo_once(tmp_path: Path) -> No
     assert encoder.images_encoded == len(distinct) - 1  # every readable card exactly once
     assert len(report.unreadable) == 1
     assert "not an image" in report.unreadable[0][1]
-    assert set(report.methods) == {"random", "no_retrieval", "retrieval_only", "full"}
+    assert set(report.methods) == {"naive", "random", "no_retrieval", "retrieval_only", "full"}
     for method in report.methods.values():
         assert method.values.shape == (4, 4)
         for name in METRICS:

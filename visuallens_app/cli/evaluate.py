@@ -78,6 +78,31 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help="with --synthetic: share of questions used to fit the full method (default 0)",
     )
+    p.add_argument(
+        "--photos",
+        action="store_true",
+        help=(
+            "with --synthetic: histories of 10-300 photos made as ImageNet probabilities and "
+            "mapped by the embedded encoder (hubs, blurry photos, documents included)"
+        ),
+    )
+    p.add_argument(
+        "--fit-weights",
+        action="store_true",
+        help=(
+            "with --synthetic --photos: fit the profile/aspects/evidence mixing weights on the "
+            "train share (0.5 unless given) and evaluate the rest with them"
+        ),
+    )
+    p.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "with --fit-weights: write the weights there (resources/lens/match_weights.json "
+            "is the file `recommend` reads)"
+        ),
+    )
     p.set_defaults(handler=cmd_eval)
 
     p = subparsers.add_parser(
@@ -113,6 +138,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.synthetic is not None:
         if args.benchmark is not None:
             raise BenchmarkError("Give either a benchmark file or --synthetic N, not both.")
+        if args.photos:
+            return _photo_benchmark(args, methods)
+        if args.fit_weights or args.write:
+            raise BenchmarkError("--fit-weights and --write need --synthetic N --photos.")
         return _synthetic_sweep(args, methods)
     if args.benchmark is None:
         raise BenchmarkError("Give a benchmark file (BENCH.jsonl) or --synthetic N.")
@@ -188,6 +217,85 @@ def _synthetic_sweep(args: argparse.Namespace, methods: list[str]) -> int:
         texts.append("\n".join(lines))
     data = {"encoder": encoder.id, "synthetic": args.synthetic, "shares": results}
     emit(args, data, lambda: "\n\n".join(texts))
+    return 0
+
+
+def _photo_benchmark(args: argparse.Namespace, methods: list[str]) -> int:
+    """``eval --synthetic N --photos [--fit-weights [--write FILE]]``."""
+    from visuallens_app.lens.evaluate import BenchmarkError, evaluate, fit_shipped_weights
+    from visuallens_app.lens.matching import match_weights_path, write_match_weights
+    from visuallens_app.lens.synthetic_photos import make_photo_benchmark
+
+    if "rerank" in methods:
+        methods.remove("rerank")
+        print("visuallens: synthetic questions have no photos; rerank left out.", file=sys.stderr)
+    if args.write and not args.fit_weights:
+        raise BenchmarkError("--write needs --fit-weights.")
+    encoder = load_encoder(args, quiet=args.json)
+    if not hasattr(encoder, "vectors_from_probabilities"):
+        raise BenchmarkError(
+            f"--photos needs the embedded encoder (it maps class probabilities), not {encoder.id}."
+        )
+    train_share = args.train_share or (0.5 if args.fit_weights else 0.0)
+    examples = make_photo_benchmark(
+        encoder, args.synthetic, seed=args.seed, train_share=train_share
+    )
+    data: dict[str, object] = {"encoder": encoder.id, "synthetic_photos": args.synthetic}
+    lines: list[str] = []
+    if args.fit_weights:
+        train = [e for e in examples if e.split == "train"]
+        weights, train_mrr = run_job(
+            fit_shipped_weights(train, encoder, seed=args.seed), show=not args.json
+        )
+        data["fitted_weights"] = {
+            **weights.as_json(),
+            "train_mrr": train_mrr,
+            "train": len(train),
+        }
+        lines.append(
+            f"Fitted on {len(train)} train question(s): profile {weights.profile:g}, "
+            f"aspects {weights.aspects:g}, evidence {weights.evidence:g} "
+            f"(train MRR {100 * train_mrr:.1f})."
+        )
+        if args.write:
+            command = (
+                f"visuallens eval --synthetic {args.synthetic} --photos --encoder embedded "
+                f"--fit-weights "
+                f"--seed {args.seed} --write {args.write}"
+            )
+            written = write_match_weights(
+                args.write,
+                weights,
+                encoder=encoder.id,
+                benchmark=f"synthetic photos, {len(train)} train questions, seed {args.seed}",
+                train_mrr=round(train_mrr, 6),
+                command=command,
+            )
+            data["written"] = str(written)
+            lines.append(f"Wrote {written}.")
+            if written.resolve() != match_weights_path().resolve():
+                lines.append(f"(`recommend` reads {match_weights_path()}.)")
+        # Score the held-out questions with what was just fitted.
+        examples = tuple(e for e in examples if e.split != "train")
+    report = run_job(
+        evaluate(
+            examples,
+            encoder,
+            methods=methods,
+            seed=args.seed,
+            bootstrap=args.bootstrap,
+            fitted_weights=weights if args.fit_weights else None,
+        ),
+        show=not args.json,
+    )
+    data.update(report.as_json())
+    lines.append(report.table())
+    for baseline in ("naive", "no_retrieval", "retrieval_only"):
+        if "full" in report.methods and baseline in report.methods:
+            delta = report.difference("full", baseline)
+            data[f"full_minus_{baseline}_mrr"] = delta.as_json()
+            lines.append(f"full - {baseline} MRR: {delta!s} (paired bootstrap)")
+    emit(args, data, lambda: "\n".join(lines))
     return 0
 
 

@@ -11,6 +11,9 @@ whichever example and method uses it; each method then ranks every example, and 
 each metric's mean with a 95% bootstrap confidence interval over examples. The methods are the
 paper's baselines and ablations mapped onto :class:`~visuallens_app.lens.pipeline.LensConfig`:
 
+``naive``
+    The mean of every history photo against the candidates' vectors, nothing else: no
+    filter, no retrieval, no aspects, no evidence (:meth:`LensConfig.naive`).
 ``random``
     The expected metrics of a uniformly random ranking, computed exactly per example (no
     shuffling, so no sampling noise): P(Hit@k) = 1 - C(n-g, k) / C(n, k) and
@@ -47,7 +50,7 @@ from visuallens_app.lens.aspects import Vocabulary, vocabulary_terms
 from visuallens_app.lens.catalog import CatalogItem
 from visuallens_app.lens.grid import build_grid
 from visuallens_app.lens.history import History
-from visuallens_app.lens.matching import MatchExample
+from visuallens_app.lens.matching import MatchExample, MatchWeights
 from visuallens_app.lens.pipeline import (
     MIN_HISTORY,
     LensConfig,
@@ -67,9 +70,9 @@ from visuallens_app.lens.untrusted import (
 from visuallens_app.models.base import Encoder
 
 #: Every method :func:`evaluate` knows, in report order.
-METHODS = ("random", "no_retrieval", "retrieval_only", "full", "rerank")
+METHODS = ("naive", "random", "no_retrieval", "retrieval_only", "full", "rerank")
 #: What runs without an MLLM.
-DEFAULT_METHODS = ("random", "no_retrieval", "retrieval_only", "full")
+DEFAULT_METHODS = ("naive", "random", "no_retrieval", "retrieval_only", "full")
 #: Metric names, in report order.
 METRICS = ("hit@1", "hit@3", "hit@10", "mrr")
 
@@ -97,7 +100,8 @@ class BenchmarkExample:
 
     ``history`` holds absolute photo paths. Embedding-space examples (synthetic benchmarks)
     carry ``history_vectors`` instead, made with the encoder ``history_encoder``; they are used
-    as they are and never decoded.
+    as they are and never decoded (with the classifier signals ``history_confidence`` and
+    ``history_document`` where the generator made them).
     """
 
     id: str
@@ -109,6 +113,8 @@ class BenchmarkExample:
     split: str = "test"
     history_vectors: NDArray[np.float32] | None = None
     history_encoder: str | None = None
+    history_confidence: NDArray[np.float32] | None = None
+    history_document: NDArray[np.float32] | None = None
 
     def positives(self, candidates: Sequence[CatalogItem] | None = None) -> NDArray[np.bool_]:
         """Which of ``candidates`` (default: this example's) are ground truth."""
@@ -561,7 +567,11 @@ class PhotoVectorCache:
                     f"example {example.id} has vectors from {example.history_encoder}, "
                     f"not from the evaluation encoder {encoder.id}"
                 )
-            return History.from_arrays(example.history_vectors)
+            return History.from_arrays(
+                example.history_vectors,
+                confidence=example.history_confidence,
+                document=example.history_document,
+            )
         rows: list[NDArray[np.float32]] = []
         paths: list[Path] = []
         hashes: list[str] = []
@@ -595,6 +605,8 @@ class Reranker(Protocol):
 
 def method_config(method: str, fitted: LensConfig | None = None) -> LensConfig:
     """The LensConfig a method runs with (``fitted``: full's weights learned on train)."""
+    if method == "naive":
+        return LensConfig.naive()
     if method == "no_retrieval":
         return LensConfig.no_retrieval()
     if method == "retrieval_only":
@@ -615,6 +627,7 @@ def evaluate(
     reranker: Reranker | None = None,
     bootstrap: int = 1000,
     cache: PhotoVectorCache | None = None,
+    fitted_weights: MatchWeights | None = None,
 ) -> Job[EvalReport]:
     """Score ``methods`` on ``examples`` and return every metric with its 95% bootstrap CI.
 
@@ -634,6 +647,9 @@ def evaluate(
         Aspect vocabulary for the lens; None uses the shipped one.
     cache
         Photo vectors to reuse across calls (one is made when None).
+    fitted_weights
+        Matching weights for ``full`` (and ``rerank``) instead of the shipped ones, where the
+        benchmark has no train split to fit its own.
 
     Yields Progress records (stages "encode", "fit", then one per method).
     """
@@ -681,7 +697,9 @@ def evaluate(
     rng = np.random.default_rng(seed)
     orders = {e.id: rng.permutation(len(e.candidates)) for e in examples}
 
-    fitted_config: LensConfig | None = None
+    fitted_config: LensConfig | None = (
+        LensConfig(weights=fitted_weights) if fitted_weights is not None else None
+    )
     fitted: dict[str, object] = {}
     if train and any(m in ("full", "rerank") for m in methods):
         fitted_config, fitted = yield from _fit(
@@ -800,6 +818,49 @@ def _fit(
     return config, fitted
 
 
+def fit_shipped_weights(
+    train: Sequence[BenchmarkExample],
+    encoder: Encoder,
+    *,
+    seed: int = 0,
+    vocabulary: Vocabulary | None = None,
+    cancel: CancelToken | None = None,
+) -> Job[tuple[MatchWeights, float]]:
+    """Fit the matching weights ``recommend`` ships with on ``train`` (the full pipeline's
+    components per question, then :func:`~visuallens_app.lens.matching.fit_match_weights`).
+
+    Only the three mixing weights are fitted: per-term aspect weights would tie the shipped
+    file to one vocabulary. Returns the weights and their train MRR.
+    """
+    from visuallens_app.lens.matching import fit_match_weights
+
+    cancel = cancel or CancelToken()
+    vocab = vocabulary if vocabulary is not None else default_vocabulary()
+    cache = PhotoVectorCache()
+    rng = np.random.default_rng(seed)
+    meter = ProgressMeter(len(train), "fit")
+    matches: list[MatchExample] = []
+    for example in train:
+        cancel.check()
+        history = cache.history(example, encoder)
+        if len(history) >= MIN_HISTORY:
+            order = rng.permutation(len(example.candidates))
+            match, _ = training_examples(
+                history,
+                [example.candidates[i] for i in order],
+                example.category,
+                encoder,
+                sorted(example.ground_truth),
+                config=LensConfig(),
+                vocabulary=vocab,
+            )
+            matches.append(match)
+        meter.advance()
+        if meter.due():
+            yield meter.progress("matching weights")
+    return fit_match_weights(matches)
+
+
 def _rank(
     method: str,
     example: BenchmarkExample,
@@ -861,6 +922,7 @@ __all__ = [
     "PhotoVectorCache",
     "evaluate",
     "first_hit_rank",
+    "fit_shipped_weights",
     "load_benchmark",
     "method_config",
     "metrics_from_rank",

@@ -152,16 +152,16 @@ class LensConfig:
     @classmethod
     def naive(cls, **changes: Any) -> LensConfig:
         """The plain mean of every photo matched against the candidates: nothing else."""
-        return cls(
-            use_retrieval=False,
-            use_filter=False,
-            use_aspects=False,
-            use_refinement=False,
-            use_evidence=False,
-            use_reliability=False,
-            duplicate_threshold=None,
-            **changes,
-        )
+        settings: dict[str, Any] = {
+            "use_retrieval": False,
+            "use_filter": False,
+            "use_aspects": False,
+            "use_refinement": False,
+            "use_evidence": False,
+            "use_reliability": False,
+            "duplicate_threshold": None,
+        }
+        return cls(**{**settings, **changes})
 
 
 @dataclass(frozen=True, slots=True)

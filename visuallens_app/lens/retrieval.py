@@ -92,9 +92,10 @@ MAX_PHOTO_SHARE = 0.2
 def space_thresholds(encoder: Encoder) -> tuple[float, float]:
     """(junk margin, duplicate cosine) thresholds for ``encoder``'s space.
 
-    Both depend on the space: the embedded encoder's hub correction spreads its vectors out
-    (different sample photos at cosine <= 0.52, where they were at <= 0.66), so it declares
-    its own; other encoders get the defaults.
+    Both depend on the space: the embedded encoder's hub correction moved its margins, and
+    in its ConSE space a cosine cannot tell a copy from another photo of the same kind, so it
+    declares its own (``junk_margin_threshold``, ``duplicate_cosine``); other encoders get
+    the defaults.
     """
     junk = getattr(encoder, "junk_margin_threshold", DEFAULT_JUNK_THRESHOLD)
     duplicate = getattr(encoder, "duplicate_cosine", DEFAULT_DUPLICATE_THRESHOLD)
@@ -217,7 +218,7 @@ def junk_margin(history: History, encoder: Encoder, db: Any | None = None) -> ND
 def filter_non_preference(
     history: History,
     encoder: Encoder,
-    threshold: float = DEFAULT_JUNK_THRESHOLD,
+    threshold: float | None = None,
     *,
     db: Any | None = None,
     margin: NDArray[np.float32] | None = None,
@@ -225,10 +226,13 @@ def filter_non_preference(
     """Mask of photos to keep: False for screenshots, documents, receipts, memes, QR codes...
 
     Zero-shot, so it works with any encoder and needs no labels; ``threshold`` trades recall of
-    junk for safety of real photos (raise it to drop less). ``margin`` reuses a precomputed
+    junk for safety of real photos (raise it to drop less; None: the encoder's own).
+    ``margin`` reuses a precomputed
     :func:`junk_margin` (the Recommender computes it once per library).
     """
     scores = junk_margin(history, encoder, db) if margin is None else margin
+    if threshold is None:
+        threshold = space_thresholds(encoder)[0]
     keep: NDArray[np.bool_] = scores <= threshold
     return keep
 
