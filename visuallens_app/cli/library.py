@@ -30,7 +30,20 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo folders")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=(
+            "decode and embed on a Ray cluster (the scale extra): ADDRESS of a running one "
+            "(ray://HOST:10001, HOST:6379 or auto), or none to start one on this machine; "
+            "the photos must be readable at the same paths on every worker"
+        ),
+    )
     add_common(p)
+    _add_vector_store(p)
     p.set_defaults(handler=cmd_index)
 
     p = subparsers.add_parser(
@@ -41,6 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("text", help='what to look for, e.g. "a cup of coffee"')
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     add_common(p)
+    _add_vector_store(p)
     p.set_defaults(handler=cmd_search)
 
     p = subparsers.add_parser(
@@ -51,6 +65,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("image", type=Path, help="a photo file")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     add_common(p)
+    _add_vector_store(p)
     p.set_defaults(handler=cmd_similar)
 
     p = subparsers.add_parser(
@@ -62,20 +77,64 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_status)
 
 
+def _add_vector_store(parser: argparse.ArgumentParser) -> None:
+    from visuallens_app.index.stores import SPEC_HELP
+
+    parser.add_argument(
+        "--vector-store",
+        default=None,
+        metavar="faiss|URL",
+        help=f"where vectors are searched: {SPEC_HELP}; default: settings",
+    )
+
+
+def vector_store_spec(args: argparse.Namespace) -> str:
+    """``--vector-store``, else the settings' choice; a value that is no store is one sentence."""
+    from visuallens_app.errors import VisualLensError
+    from visuallens_app.index.stores import check_spec
+    from visuallens_app.settings import Settings
+
+    spec = getattr(args, "vector_store", None) or Settings.load().vector_store
+    problem = check_spec(spec)
+    if problem is not None:
+        raise VisualLensError(f"--vector-store: {problem}.")
+    return str(spec).strip()
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from visuallens_app.errors import SettingsError
+    from visuallens_app.index.stores import VectorStoreUnavailableError
     from visuallens_app.library.indexer import check_roots, index_folders
     from visuallens_app.library.search import PhotoSearch
     from visuallens_app.settings import Settings
 
+    spec = vector_store_spec(args)
     with open_store(args) as store:  # a mistyped folder is refused before the model loads
         check_roots(store, args.paths)
     encoder = load_encoder(args)
+    store_note = None
     with open_store(args) as store:
-        report = run_job(index_folders(store, encoder, args.paths), show=not args.json)
+        embed = None
+        if args.ray is not None:
+            from visuallens_app.library.ray_indexer import RayEmbedder
+
+            settings = Settings.load()
+            embed = RayEmbedder(
+                address=args.ray or None,
+                encoder_name=getattr(args, "encoder", None) or settings.encoder,
+                device=getattr(args, "device", None) or settings.device,
+                encoder_id=encoder.id,
+                input_size=encoder.input_size,
+                thumbnails=store.thumbnails,
+            )
+        report = run_job(index_folders(store, encoder, args.paths, embed=embed), show=not args.json)
         if not report.cancelled and store.encoder_dim(encoder.id) is not None:
             # Build the search index now, so the first search is instant.
-            PhotoSearch(store, encoder).index()
+            try:
+                PhotoSearch(store, encoder, vector_store=spec).index()
+            except VectorStoreUnavailableError as err:  # the photos are indexed all the same
+                store_note = str(err)
+                print(f"visuallens: {err}", file=sys.stderr)
     settings = Settings.load()
     roots = [str(normalise_root(p)) for p in args.paths]
     new_roots = [r for r in roots if r not in settings.photo_folders]
@@ -116,7 +175,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             lines.append("Cancelled: run the same command again to continue.")
         return "\n".join(lines)
 
-    emit(args, report.as_json(), text)
+    emit(args, {**report.as_json(), "vector_store_unavailable": store_note}, text)
     return 130 if report.cancelled else 0
 
 
@@ -147,9 +206,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise VisualLensError('Give a text to search for, e.g. visuallens search "a red bicycle".')
     _check_k(args)
+    spec = vector_store_spec(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        hits = PhotoSearch(store, encoder).text(args.text, k=args.k)
+        hits = PhotoSearch(store, encoder, vector_store=spec).text(args.text, k=args.k)
     return _print_hits(args, hits)
 
 
@@ -164,9 +224,12 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise LibraryError(f"{args.image} is not a file.")
     _check_k(args)
+    spec = vector_store_spec(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        hits = PhotoSearch(store, encoder).similar(normalise_root(args.image), k=args.k)
+        hits = PhotoSearch(store, encoder, vector_store=spec).similar(
+            normalise_root(args.image), k=args.k
+        )
     return _print_hits(args, hits)
 
 
