@@ -290,3 +290,20 @@ def test_searches_agree_between_faiss_and_the_server_store(
         similar = [h.photo.path.name for h in qdrant.similar(photo_dir / "chelsea.jpg", k=4)]
         assert "chelsea.jpg" not in similar
         assert len(similar) == 4
+
+
+def test_the_vector_store_setting_is_checked_like_the_others(library_dir: Path) -> None:
+    from visuallens_app.settings import Settings, config_dir
+
+    path = config_dir() / "settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"vector_store": "ftp://nas"}), encoding="utf-8")
+    settings = Settings.load()
+    assert settings.vector_store == "faiss"
+    assert len(settings.warnings) == 1
+    assert "vector_store" in settings.warnings[0]
+    assert "ftp://nas" in settings.warnings[0]
+    path.write_text(json.dumps({"vector_store": "http://nas.local:6333"}), encoding="utf-8")
+    settings = Settings.load()
+    assert settings.vector_store == "http://nas.local:6333"
+    assert settings.warnings == ()

@@ -227,6 +227,8 @@ class RayEmbedder:
                     ray.shutdown()
 
     def _run(self, ray: Any, files: Sequence[ScannedFile]) -> Iterator[_Decoded]:
+        # Ray Data reports every execution at INFO; the indexer's own progress is what we show.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
@@ -246,7 +248,8 @@ class RayEmbedder:
             {"fspath": f.fspath, "root": str(f.root), "size": f.size, "mtime_ns": f.mtime_ns}
             for f in files
         ]
-        dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 256))
+        blocks = max(1, min(-(-len(items) // self.batch_size), 4 * workers, 1000))
+        dataset = ray.data.from_items(items, override_num_blocks=blocks)
         embedded = dataset.map_batches(
             EmbedBatch,
             fn_constructor_kwargs={
@@ -257,7 +260,7 @@ class RayEmbedder:
             },
             batch_size=self.batch_size,
             batch_format="numpy",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
             runtime_env={"env_vars": env},
