@@ -157,6 +157,16 @@ def test_libraries_and_encoders_sharing_a_store_never_mix(spec: str, tmp_path: P
         assert hits[0] == (int(lib.ids[9]), pytest.approx(1.0, abs=1e-4))
 
 
+def test_searches_from_other_threads_agree(spec: str, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    lib = _library()
+    store = lib.open(spec, _target(tmp_path))  # opened on this thread, searched on others (GUI)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        found = list(pool.map(lambda i: store.search(lib.vectors[i], 1)[0][0][0], range(12)))
+    assert found == [int(i) for i in lib.ids[:12]]
+
+
 # -- the server store ---------------------------------------------------------------------------
 
 

@@ -48,6 +48,13 @@ _NAMESPACE = uuid.UUID("5b0c6c8e-7a51-4d0c-9a53-2f4e6c1d9e70")
 #: Qdrant's local mode locks its folder per client, so each process keeps one client per spec.
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
+#: One lock per client: local mode is not thread-safe (the GUI searches from worker threads).
+_call_locks: dict[str, threading.RLock] = {}
+
+
+def _call_lock(spec: str) -> threading.RLock:
+    with _clients_lock:
+        return _call_locks.setdefault(spec, threading.RLock())
 
 
 def data_collection(dim: int) -> str:
@@ -110,7 +117,8 @@ def client_for(spec: str) -> Any:
                 if spec.startswith("local:"):
                     folder = Path(spec[6:]).expanduser()
                     folder.mkdir(parents=True, exist_ok=True)
-                    client = QdrantClient(path=str(folder))
+                    # Calls are serialised by _call_lock, so any thread may make them.
+                    client = QdrantClient(path=str(folder), force_disable_check_same_thread=True)
                 else:
                     client = QdrantClient(
                         url=spec,
@@ -147,8 +155,7 @@ class QdrantVectorStore:
         self._dim = dim
         self._fingerprint = fingerprint
         self._collection = data_collection(dim)
-        # Local mode is not thread-safe; a server client is, and the lock costs nothing there.
-        self._lock = threading.RLock()
+        self._lock = _call_lock(spec)
 
     # ----------------------------------------------------------------------------------- open
 
@@ -179,13 +186,14 @@ class QdrantVectorStore:
         from qdrant_client import models
 
         client = client_for(spec)
-        with _talking(spec):
+        lock = _call_lock(spec)
+        with lock, _talking(spec):
             _ensure_collection(client, META_COLLECTION, 1)
             marks = client.retrieve(META_COLLECTION, [_meta_id(target)], with_payload=True)
         mark = marks[0].payload if marks else None
         if mark is not None and mark.get("fingerprint") == fingerprint:
             store = cls(client, spec, target, dim=int(mark["dim"]), fingerprint=fingerprint)
-            with _talking(spec):
+            with lock, _talking(spec):
                 # Someone may have emptied or re-created the server since: then rebuild.
                 if len(store) == int(mark["count"]):
                     return store
@@ -195,7 +203,7 @@ class QdrantVectorStore:
         ids, vectors = _check_pair(ids, vectors)
         dim = int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[1] else 1
         store = cls(client, spec, target, dim=dim, fingerprint=fingerprint)
-        with _talking(spec):
+        with lock, _talking(spec):
             _ensure_collection(client, store._collection, dim, server=not spec.startswith("local:"))
             on_server = store._server_digests(cancel)
         wanted = dict(zip(ids.tolist(), _digests(vectors), strict=True))
@@ -206,20 +214,20 @@ class QdrantVectorStore:
         for start in range(0, len(upload), UPLOAD_CHUNK):
             check_cancel(cancel)
             rows = np.asarray(upload[start : start + UPLOAD_CHUNK], dtype=np.int64)
-            with _talking(spec):
+            with lock, _talking(spec):
                 store._upsert(ids[rows], vectors[rows])
             meter.advance(len(rows))
             if meter.due():
                 yield meter.progress(f"{meter.done} of {meter.total} vectors")
         if gone:
-            with _talking(spec):
+            with lock, _talking(spec):
                 client.delete(
                     store._collection,
                     points_selector=models.PointIdsList(
                         points=[point_id(target, pid) for pid in gone]
                     ),
                 )
-        with _talking(spec):
+        with lock, _talking(spec):
             store._write_mark(len(wanted))
         return store
 
