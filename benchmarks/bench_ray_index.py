@@ -7,9 +7,9 @@
    the local thread-pool indexer, then ``RayEmbedder`` on a local cluster of this machine's CPUs
    (cluster start-up excluded, reported apart).
 3. What each photo costs, measured apart: decode (JPEG draft mode + thumbnail), encode (the
-   embedded encoder on 224 px images), and the one store writer (``write_batch`` of 32 photos
-   with 384-d vectors, in one transaction) — the numbers behind the 10M-photo estimate in the
-   README.
+   embedded encoder on 224 px images), the one store writer (``write_batch`` of 32 photos with
+   384-d vectors, in one transaction), and the driver's handling of a worker's result (open the
+   PNG thumbnail, save it to the cache) — the numbers behind the 10M-photo estimate.
 Writes benchmarks/results/ray_index.json.
 """
 
@@ -85,6 +85,25 @@ def per_photo_costs(folder: Path, encoder: object, work: Path) -> dict[str, floa
         decode_photo(path, target=224)
     decode_ms = (time.perf_counter() - start) * 1000 / len(files)
 
+    # What the driver does per photo a Ray worker sends back: open its PNG thumbnail, save it.
+    import io
+
+    from PIL import Image
+
+    from visuallens_app.library.thumbnails import ThumbnailCache
+
+    pngs = []
+    for path in files:
+        buffer = io.BytesIO()
+        decode_photo(path, target=224).thumbnail.save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    cache = ThumbnailCache(work / "thumbs")
+    start = time.perf_counter()
+    for i, png in enumerate(pngs):
+        cache.save(f"{i:032x}", Image.open(io.BytesIO(png)))
+    thumb_ms = (time.perf_counter() - start) * 1000 / len(pngs)
+    png_kib = sum(map(len, pngs)) / len(pngs) / 1024
+
     images = decoded_photos(64)
     encoder.encode_images(images[:4])  # type: ignore[attr-defined]  # warm-up
     start = time.perf_counter()
@@ -124,6 +143,8 @@ def per_photo_costs(folder: Path, encoder: object, work: Path) -> dict[str, floa
         "decode_ms_per_photo": round(decode_ms, 2),
         "encode_ms_per_photo": round(encode_ms, 2),
         "store_write_ms_per_photo": round(write_ms, 3),
+        "driver_thumbnail_ms_per_photo": round(thumb_ms, 2),
+        "thumbnail_png_kib": round(png_kib, 1),
     }
 
 

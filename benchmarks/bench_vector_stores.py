@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.n.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        qdrant = args.qdrant or f"local:{Path(tmp) / 'qdrant'}"
         for n in sizes:
+            # A folder per size: local mode filters every point of a collection in Python, so
+            # the points of an earlier size would slow this one down.
+            qdrant = args.qdrant or f"local:{Path(tmp) / f'qdrant-{n}'}"
             space = ClusteredSphere(args.dim, clusters=max(50, n // 200), seed=n)
             vectors = space.sample(n)
             ids = np.arange(n, dtype=np.int64)

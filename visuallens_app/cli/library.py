@@ -235,7 +235,9 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from visuallens_app.index import VectorIndex
+    from visuallens_app.index.stores import describe
     from visuallens_app.library.search import index_name
+    from visuallens_app.settings import Settings
 
     with open_store(args) as store:
         counts = store.counts()
@@ -258,6 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "encoders": encoders,
             "indexes": indexes,
             "index_current": current,
+            "vector_store": Settings.load().vector_store,
         }
 
     def text() -> str:
@@ -267,6 +270,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{counts['failed']} unreadable",
         ]
         lines += [f"Folder: {r}" for r in store_roots]
+        if data["vector_store"] != "faiss":
+            lines.append(f"Vector store: {describe(str(data['vector_store']))}")
         for encoder_id, n in encoders.items():
             manifest = indexes.get(encoder_id)
             if not manifest:
