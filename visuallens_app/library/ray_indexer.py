@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from visuallens_app.errors import LibraryError
+from visuallens_app.library import thumbnails
 from visuallens_app.library.decode import DecodedPhoto, DecodeError, PhotoMeta, decode_photo
 from visuallens_app.library.indexer import BATCH_SIZE, _Decoded
 from visuallens_app.library.paths import display_path
@@ -89,8 +90,6 @@ class EmbedBatch:
             except DecodeError as err:
                 _append(out, error=str(err), transient=err.transient)
                 continue
-            buffer = io.BytesIO()
-            photo.thumbnail.save(buffer, format="PNG")  # lossless: the driver re-saves it
             gps = photo.meta.gps or (math.nan, math.nan)
             _append(
                 out,
@@ -105,7 +104,8 @@ class EmbedBatch:
                 camera=photo.meta.camera or "",
                 orientation=photo.meta.orientation,
                 note=photo.note or "",
-                thumbnail=buffer.getvalue(),
+                # The very bytes the local indexer would write: the driver only stores them.
+                thumbnail=thumbnails.encode(photo.thumbnail),
             )
             images.append(photo.image)
             rows.append(i)
@@ -291,12 +291,13 @@ class RayEmbedder:
             if not bool(batch["ok"][i]):
                 yield _Decoded(file, None, str(batch["error"][i]), bool(batch["transient"][i]))
                 continue
-            thumbnail = Image.open(io.BytesIO(bytes(batch["thumbnail"][i])))
+            jpeg = bytes(batch["thumbnail"][i])
+            thumbnail = Image.open(io.BytesIO(jpeg))
             thumbnail.load()
             content_hash = str(batch["content_hash"][i])
             if self.thumbnails is not None and not self.thumbnails.has(content_hash):
                 try:
-                    self.thumbnails.save(content_hash, thumbnail)
+                    self.thumbnails.save_encoded(content_hash, jpeg)
                 except OSError as err:  # a cache: a full or read-only disk must not stop indexing
                     log.warning(
                         "Cannot write the thumbnail of %s: %s", display_path(file.path), err
