@@ -109,6 +109,9 @@ class Settings(_FromFile):
     vlm: str = ""  # the vision-language model: a folder or a cached Hub name; empty: none
     # Per-feature choices over ``vlm``: keys in VLM_FEATURES, values a folder or Hub name.
     vlm_overrides: dict[str, str] = field(default_factory=dict)
+    # Where photo vectors are searched: faiss (in the library) | http(s)://HOST:PORT (a Qdrant
+    # server) | local:DIR (Qdrant in-process). A new field with a default: no schema change.
+    vector_store: str = field(default="faiss", metadata={"check": "vector_store"})
     schema_version: int = SCHEMA_VERSION
 
     def vlm_for(self, feature: str) -> str:
@@ -320,7 +323,23 @@ def _validate(value: Any, kind: Any, spec: Field[Any]) -> tuple[Any, str | None]
         return MISSING, f"is {_show(value)}, below the least allowed, {low}"
     if high is not None and value > high:
         return MISSING, f"is {_show(value)}, above the most allowed, {high}"
+    check = _CHECKS.get(spec.metadata.get("check", ""))
+    problem = check(value) if check is not None else None
+    if problem is not None:
+        return MISSING, problem
     return (float(value) if kind is float else value), None
+
+
+def _check_vector_store(value: str) -> str | None:
+    from visuallens_app.index.stores import SPEC_HELP, check_spec
+
+    if check_spec(value) is None:
+        return None
+    return f"is {_show(value)}, not {SPEC_HELP.replace(' (default)', '')}"
+
+
+#: Checks beyond type and range, by the name a field's ``metadata["check"]`` gives.
+_CHECKS: dict[str, Callable[[Any], str | None]] = {"vector_store": _check_vector_store}
 
 
 def _is_int(value: Any) -> bool:

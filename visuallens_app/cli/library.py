@@ -33,7 +33,20 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photo folders")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=(
+            "decode and embed on a Ray cluster (the scale extra): ADDRESS of a running one "
+            "(ray://HOST:10001, HOST:6379 or auto), or none to start one on this machine; "
+            "the photos must be readable at the same paths on every worker"
+        ),
+    )
     add_common(p)
+    _add_vector_store(p)
     p.set_defaults(handler=cmd_index)
 
     p = subparsers.add_parser(
@@ -47,6 +60,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("text", help='what to look for, e.g. "a cup of coffee"')
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     add_common(p)
+    _add_vector_store(p)
     p.set_defaults(handler=cmd_search)
 
     p = subparsers.add_parser(
@@ -60,6 +74,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("image", type=Path, help="a photo file")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     add_common(p)
+    _add_vector_store(p)
     p.set_defaults(handler=cmd_similar)
 
     p = subparsers.add_parser(
@@ -71,23 +86,67 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_status)
 
 
+def _add_vector_store(parser: argparse.ArgumentParser) -> None:
+    from visuallens_app.index.stores import SPEC_HELP
+
+    parser.add_argument(
+        "--vector-store",
+        default=None,
+        metavar="faiss|URL",
+        help=f"where vectors are searched: {SPEC_HELP}; default: settings",
+    )
+
+
+def vector_store_spec(args: argparse.Namespace) -> str:
+    """``--vector-store``, else the settings' choice; a value that is no store is one sentence."""
+    from visuallens_app.errors import VisualLensError
+    from visuallens_app.index.stores import check_spec
+    from visuallens_app.settings import Settings
+
+    spec = getattr(args, "vector_store", None) or Settings.load().vector_store
+    problem = check_spec(spec)
+    if problem is not None:
+        raise VisualLensError(f"--vector-store: {problem}.")
+    return str(spec).strip()
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from visuallens_app.errors import SettingsError
+    from visuallens_app.index.stores import VectorStoreUnavailableError
     from visuallens_app.library.indexer import check_roots, index_folders
     from visuallens_app.library.search import PhotoSearch
     from visuallens_app.settings import Settings
 
+    spec = vector_store_spec(args)
     with open_store(args) as store:  # a mistyped folder is refused before the model loads
         check_roots(store, args.paths)
     encoder = load_encoder(args)
     cancel = CancelToken()
     stopping = "stopping after the photos being encoded; they are kept"
+    store_note = None
     with open_store(args) as store, interrupt_cancels(cancel, stopping):
-        job = index_folders(store, encoder, args.paths, cancel=cancel)
+        embed = None
+        if args.ray is not None:
+            from visuallens_app.library.ray_indexer import RayEmbedder
+
+            settings = Settings.load()
+            embed = RayEmbedder(
+                address=args.ray or None,
+                encoder_name=getattr(args, "encoder", None) or settings.encoder,
+                device=getattr(args, "device", None) or settings.device,
+                encoder_id=encoder.id,
+                input_size=encoder.input_size,
+                thumbnails=store.thumbnails,
+            )
+        job = index_folders(store, encoder, args.paths, cancel=cancel, embed=embed)
         report = run_job(job, show=not args.json)
         if not report.cancelled and store.encoder_dim(encoder.id) is not None:
             # Build the search index now, so the first search is instant.
-            PhotoSearch(store, encoder).index()
+            try:
+                PhotoSearch(store, encoder, vector_store=spec).index()
+            except VectorStoreUnavailableError as err:  # the photos are indexed all the same
+                store_note = str(err)
+                print(f"visuallens: {err}", file=sys.stderr)
         roots = [normalise_root(p) for p in args.paths]
         empty = [r for r in roots if display_path(r) in report.empty_roots]
         for root in empty:  # a folder with no photo is not one of the library's folders
@@ -145,7 +204,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             )
         return "\n".join(lines)
 
-    emit(args, report.as_json(), text)
+    emit(args, {**report.as_json(), "vector_store_unavailable": store_note}, text)
     return 130 if report.cancelled else 0
 
 
@@ -200,9 +259,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise VisualLensError('Give a text to search for, e.g. visuallens search "a red bicycle".')
     _check_k(args)
+    spec = vector_store_spec(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        hits = PhotoSearch(store, encoder).text(args.text, k=args.k)
+        hits = PhotoSearch(store, encoder, vector_store=spec).text(args.text, k=args.k)
         return _print_hits(args, hits, store)
 
 
@@ -217,15 +277,20 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise LibraryError(f"{args.image} is not a file.")
     _check_k(args)
+    spec = vector_store_spec(args)
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        hits = PhotoSearch(store, encoder).similar(normalise_root(args.image), k=args.k)
+        hits = PhotoSearch(store, encoder, vector_store=spec).similar(
+            normalise_root(args.image), k=args.k
+        )
         return _print_hits(args, hits, store)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from visuallens_app.index import VectorIndex
+    from visuallens_app.index.stores import describe
     from visuallens_app.library.search import index_name
+    from visuallens_app.settings import Settings
 
     with open_store(args) as store:
         counts = store.counts()
@@ -248,6 +313,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "encoders": encoders,
             "indexes": indexes,
             "index_current": current,
+            "vector_store": Settings.load().vector_store,
         }
 
     def text() -> str:
@@ -257,6 +323,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{counts['failed']} unreadable",
         ]
         lines += [f"Folder: {r}" for r in store_roots]
+        if data["vector_store"] != "faiss":
+            lines.append(f"Vector store: {describe(str(data['vector_store']))}")
         for encoder_id, n in encoders.items():
             manifest = indexes.get(encoder_id)
             if not manifest:

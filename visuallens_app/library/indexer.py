@@ -78,6 +78,12 @@ class _Decoded:
     photo: DecodedPhoto | None
     error: str | None
     transient: bool = False
+    vector: NDArray[np.float32] | None = None  # already embedded elsewhere (Ray workers)
+
+
+#: Decodes (and may embed) the files to index, one result per file in any order: the local
+#: thread pool by default, or a Ray cluster (library/ray_indexer.py).
+Embedder = Callable[[Sequence[ScannedFile]], Iterator[_Decoded]]
 
 
 def _decode(file: ScannedFile, target: int, thumbnails: ThumbnailCache) -> _Decoded:
@@ -173,6 +179,7 @@ def index_folders(
     *,
     cancel: CancelToken | None = None,
     decode_workers: int | None = None,
+    embed: Embedder | None = None,
 ) -> Job[IndexReport]:
     """Bring the library up to date with ``roots`` and return what changed.
 
@@ -276,7 +283,8 @@ def index_folders(
 
         batch: list[_Decoded] = []
         limit = FIRST_BATCH_SIZE
-        for item in _decoded_in_order(todo, decode, workers):
+        source = embed(todo) if embed is not None else _decoded_in_order(todo, decode, workers)
+        for item in source:
             cancel.check()  # pause and cancel take effect within a batch, not after it
             batch.append(item)
             if len(batch) >= limit:
@@ -329,6 +337,7 @@ def _write(
     failures: list[Failure] = []
     transient: list[tuple[str, str]] = []
     to_encode: dict[str, DecodedPhoto] = {}
+    embedded: dict[str, NDArray[np.float32]] = {}
     for item in batch:
         file = item.file
         if item.photo is None:
@@ -359,9 +368,11 @@ def _write(
         )
         if photo.content_hash in have_vector:
             report.reused_vectors += 1
+        elif item.vector is not None:
+            embedded.setdefault(photo.content_hash, item.vector)
         else:
             to_encode.setdefault(photo.content_hash, photo)
-    vectors: dict[str, NDArray[np.float32]] = {}
+    vectors: dict[str, NDArray[np.float32]] = dict(embedded)  # from Ray workers
     signals: dict[str, tuple[float, float]] = {}
     waiting = list(to_encode)
     # Photos that need nothing encoded (unreadable, or a vector already known) count at once.

@@ -1,4 +1,4 @@
-"""Text -> photos and photo -> similar photos, over the FAISS index derived from the store."""
+"""Text -> photos and photo -> similar photos, over the vector store derived from the store."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from visuallens_app.library.store import PhotoRecord, PhotoStore, encoder_key
 from visuallens_app.models.base import Encoder
 
 if TYPE_CHECKING:
-    from visuallens_app.index import VectorIndex
+    from visuallens_app.index.stores import VectorStore
 
 
 #: A hit is a *match* when the query is closer to the photo than the photo's own cosines to a
@@ -90,15 +90,20 @@ def index_name(encoder_id: str) -> str:
 class PhotoSearch:
     """Searches one store with one encoder; the index is rebuilt only when the store changed."""
 
-    def __init__(self, store: PhotoStore, encoder: Encoder) -> None:
+    def __init__(
+        self, store: PhotoStore, encoder: Encoder, *, vector_store: str | None = None
+    ) -> None:
+        """``vector_store``: ``faiss``, a Qdrant URL or ``local:DIR``; None: the settings'."""
         self.store = store
         self.encoder = encoder
-        self._index: VectorIndex | None = None
+        self._vector_store = vector_store
+        self._index: VectorStore | None = None
         self._text_null: NDArray[np.float32] | None = None
         self._photo_null: tuple[str, NDArray[np.float32]] | None = None
 
-    def index(self) -> VectorIndex:
-        from visuallens_app.index import VectorIndex
+    def index(self) -> VectorStore:
+        from visuallens_app.index.stores import StoreTarget, open_vector_store
+        from visuallens_app.settings import Settings
 
         if self.store.encoder_dim(self.encoder.id) is None:
             raise NotEnoughHistoryError(
@@ -107,11 +112,15 @@ class PhotoSearch:
         fingerprint = self.store.fingerprint(self.encoder.id)
         if self._index is not None and self._index.fingerprint == fingerprint:
             return self._index
-        self._index = VectorIndex.load_or_build(
+        spec = self._vector_store or Settings.load().vector_store
+        target = StoreTarget(
+            self.store.library_id(),
+            self.encoder.id,
             self.store.index_dir,
             index_name(self.encoder.id),
-            fingerprint=fingerprint,
-            fetch=lambda: self.store.vectors(self.encoder.id),
+        )
+        self._index = open_vector_store(
+            spec, target, fingerprint=fingerprint, fetch=lambda: self.store.vectors(self.encoder.id)
         )
         return self._index
 

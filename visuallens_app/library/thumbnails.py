@@ -11,6 +11,7 @@ less than scrolling and indexing speed.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -89,6 +90,23 @@ class ThumbnailCache:
         except OSError:  # a cache on a full or read-only disk: the photo still shows its name
             return None
 
+    def save_encoded(self, content_hash: str, data: bytes) -> Path:
+        """Store JPEG bytes made by :func:`encode` elsewhere (a Ray worker), as ``save`` would."""
+        target = self.path_for(content_hash)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{content_hash[:16]}.", suffix=".tmp", dir=target.parent
+        )
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return target
+
     def remove(self, content_hash: str) -> None:
         """Delete the thumbnail of ``content_hash``; a missing one is not an error."""
         with contextlib.suppress(FileNotFoundError):
@@ -104,3 +122,12 @@ def ensure_thumbnail(thumbnail: Path, photo: Path) -> bool:
         return cache.ensure(content_hash, photo) is not None
     except ValueError:  # not a thumbnail path of a cache
         return False
+
+
+def encode(image: Image.Image) -> bytes:
+    """The bytes :meth:`ThumbnailCache.save` writes for ``image``, made where the photo was."""
+    buffer = io.BytesIO()
+    (image if image.mode == "RGB" else image.convert("RGB")).save(
+        buffer, "JPEG", quality=QUALITY, optimize=False
+    )
+    return buffer.getvalue()
