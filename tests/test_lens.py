@@ -293,7 +293,8 @@ def test_matching_ranks_the_planted_candidate_first_and_explains_it(fake: WordEn
     assert {e.path.name for e in top.evidence} <= {f"{i}.jpg" for i in range(6)}
     assert top.evidence
     assert {t for t, _ in top.aspects} & {"latte", "pastry"}
-    assert result.profile_aspects[0][0] in {"latte", "pastry"}
+    # The café words lead the profile (in this tiny fake library the first four are nearly tied).
+    assert {"latte", "pastry"} <= {t for t, _ in result.profile_aspects[:4]}
     assert set(result.retrieved[:6]) == set(range(6))
     payload = top.as_json()
     assert payload["id"] == "coffee shop/Latte lab"

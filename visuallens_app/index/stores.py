@@ -123,6 +123,12 @@ def open_vector_store(
     cancel: CancelToken | None = None,
 ) -> VectorStore:
     """The vector store ``spec`` names for ``target``, brought in line with the store first."""
+    if spec.strip() == "faiss":
+        from visuallens_app.index.vector_index import VectorIndex
+
+        return VectorIndex.load_or_build(
+            target.index_dir, target.index_name, fingerprint=fingerprint, fetch=fetch
+        )
     return run_to_end(
         open_vector_store_job(spec, target, fingerprint=fingerprint, fetch=fetch, cancel=cancel)
     )

@@ -74,6 +74,9 @@ if TYPE_CHECKING:
 
 #: Below this many photos there is no preference to read; the paper drops users with < 10.
 MIN_HISTORY = 3
+#: Photos below this reliability (classifier confidence under about 0.09) are never shown as
+#: evidence: the classifier could not say what is in them.
+READABLE = 0.5
 #: Captions are written for the photos that make the profile grid (8x8 tiles), best first.
 CAPTIONED_PHOTOS = 64
 
@@ -425,6 +428,10 @@ def _result(
     if scored.photo_weights is not None:
         # Each photo's share of the (weighted) profile cosine, not just its closeness.
         support = support * scored.photo_weights[:, None]
+    if config.use_reliability:
+        # A photo the classifier could not read (blurred noise, a texture) is never a reason.
+        unreadable = photo_reliability(history)[retrieved] < READABLE
+        support = np.where(unreadable[:, None], 0.0, support).astype(np.float32)
     terms = scored.space.terms if scored.space is not None else ()
     related = (
         photo_relatedness(history.vectors[retrieved], view[order], scored.space.vectors)
