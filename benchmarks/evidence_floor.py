@@ -20,7 +20,8 @@ Scores, as the lens computes evidence for one question (the category's candidate
 The floor is the smallest ``cosine`` that at most ``--false-share`` (default 0.5%) of unrelated
 pairs reach: above it a photo *relates* to the item, below it the item's card says that nothing
 in the user's photos relates to it. It is a property of the encoder's space, so rerun this after
-any change to an encoder (a new encoder id) and update ``EVIDENCE_FLOOR`` in lens/explain.py.
+any change to an encoder (a new encoder id) and update its ``evidence_floor``
+(models/embedded.py).
 """
 
 from __future__ import annotations

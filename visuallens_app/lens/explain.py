@@ -46,12 +46,20 @@ def photo_support(
 
 #: A photo relates to an item when its cosine to the item, standardised over the photo's cosines
 #: to the aspect vocabulary (a null set of unrelated words every encoder embeds for the lens), is
-#: at least this. Measured by ``python -m benchmarks.evidence_floor`` on the sample photos x the
-#: shipped catalog with the embedded encoder v2 (hub-corrected): 0.5% of 6,303 unrelated pairs
-#: reach 2.19 and 38% of 81 related ones do (AUC 0.86; the raw cosine's 0.87, the centred
-#: cosine's 0.70). Standardised per photo, it discounts hubs (photos close to everything) and
-#: carries across cosine scales. Rerun it whenever an encoder id changes.
-EVIDENCE_FLOOR = 2.19
+#: at least the encoder's floor. The floor is a property of the space, so an encoder that was
+#: measured declares its own (``evidence_floor``); ``python -m benchmarks.evidence_floor`` on the
+#: sample photos x the shipped catalog gave, for the embedded encoder: v1 -0.39, v2
+#: (hub-corrected) 2.19, where 0.5% of 6,303 unrelated pairs and 38% of 81 related ones reach it
+#: (AUC 0.86; the raw cosine's 0.87, the centred cosine's 0.70). Other encoders get one standard
+#: deviation above the unrelated words: unmeasured, so lenient rather than silent.
+DEFAULT_EVIDENCE_FLOOR = 1.0
+
+
+def evidence_floor_of(encoder: object) -> float:
+    """The evidence floor ``encoder`` declares, else :data:`DEFAULT_EVIDENCE_FLOOR`."""
+    floor = getattr(encoder, "evidence_floor", DEFAULT_EVIDENCE_FLOOR)
+    return float(floor)
+
 
 #: Evidence weaker than this share of the strongest is noise, not a reason worth showing: a
 #: coffee photo at +0.52 explains an espresso bar; a motorcycle at +0.006 beside it does not.
@@ -68,7 +76,7 @@ def photo_relatedness(
     term_vectors: NDArray[np.float32],
 ) -> NDArray[np.float32]:
     """(r, m) how much each photo relates to each item, in standard deviations of the photo's
-    cosines to the aspect vocabulary (compare with :data:`EVIDENCE_FLOOR`)."""
+    cosines to the aspect vocabulary (compare with the encoder's evidence floor)."""
     null = photo_vectors @ term_vectors.T
     mean = null.mean(axis=1, keepdims=True)
     std = np.maximum(null.std(axis=1, keepdims=True), 1e-6)
@@ -96,7 +104,7 @@ def supporting_photos(
 
     Photos far weaker than the best one (:data:`RELATIVE_FLOOR`) are left out, and so are photos
     that do not relate to the item at all: ``related`` (r, m), from :func:`photo_relatedness` and
-    :data:`EVIDENCE_FLOOR`, or without it photos barely closer to this candidate than to the
+    the encoder's evidence floor, or without it photos barely closer to this candidate than to the
     average one (:data:`PHOTO_FLOOR`). A recommendation with no photo evidence says that nothing
     in the photos relates to it, never names a photo that means nothing.
     """

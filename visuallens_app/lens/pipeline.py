@@ -30,8 +30,9 @@ from visuallens_app.lens.aspects import (
 )
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.explain import (
-    EVIDENCE_FLOOR,
+    DEFAULT_EVIDENCE_FLOOR,
     Evidence,
+    evidence_floor_of,
     matched_aspects,
     photo_relatedness,
     photo_support,
@@ -214,6 +215,7 @@ class _Library:
     history: History
     margin: NDArray[np.float32] | None = None
     aspects: LibraryAspects | None = None
+    evidence_floor: float = DEFAULT_EVIDENCE_FLOOR
 
 
 @dataclass(frozen=True, eq=False)
@@ -435,7 +437,7 @@ def _result(
     terms = scored.space.terms if scored.space is not None else ()
     related = (
         photo_relatedness(history.vectors[retrieved], view[order], scored.space.vectors)
-        >= EVIDENCE_FLOOR
+        >= lib.evidence_floor
         if scored.space is not None and len(retrieved)
         else None
     )
@@ -523,7 +525,7 @@ def recommend(
     config = config or LensConfig()
     vocab = vocabulary if vocabulary is not None else default_vocabulary()
     db = store.db if store is not None else None
-    lib = _Library(history)
+    lib = _Library(history, evidence_floor=evidence_floor_of(encoder))
     with _single_blas_thread():
         scored = _score(lib, candidates, category, encoder, config=config, vocabulary=vocab, db=db)
     return _with_captions(_result(lib, candidates, scored, config, k), history, captioner, db)
@@ -547,7 +549,13 @@ def training_examples(
     db = store.db if store is not None else None
     with _single_blas_thread():
         scored = _score(
-            _Library(history), candidates, category, encoder, config=config, vocabulary=vocab, db=db
+            _Library(history, evidence_floor=evidence_floor_of(encoder)),
+            candidates,
+            category,
+            encoder,
+            config=config,
+            vocabulary=vocab,
+            db=db,
         )
     truth = set(ground_truth)
     positives = np.array([c.id in truth for c in candidates], dtype=bool)
@@ -594,7 +602,10 @@ class Recommender:
         # reads; the history is reloaded only when it moved.
         fingerprint = self.store.fingerprint(self.encoder.id)
         if self._library is None or fingerprint != self._fingerprint:
-            self._library = _Library(History.from_store(self.store, self.encoder.id))
+            self._library = _Library(
+                History.from_store(self.store, self.encoder.id),
+                evidence_floor=evidence_floor_of(self.encoder),
+            )
             self._fingerprint = fingerprint
         return self._library
 
