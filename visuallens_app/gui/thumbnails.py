@@ -34,13 +34,20 @@ def square_tile(image: QImage, side: int) -> QImage:
     )
 
 
+class _Relay(QObject):
+    """Carries a decoded image from a worker to the loader. It has no Qt parent and each worker
+    holds a reference, so a worker still running when the window (and the loader) is destroyed
+    emits into a live object whose connection Qt has dropped, instead of into freed memory (the
+    segfault seen in the GUI tests' teardown)."""
+
+    decoded = Signal(str, QImage)
+
+
 class _Load(QRunnable):
-    def __init__(
-        self, loader: ThumbnailLoader, key: str, path: Path, side: int, source: Path | None
-    ) -> None:
+    def __init__(self, relay: _Relay, key: str, path: Path, side: int, source: Path | None) -> None:
         super().__init__()
         self.setAutoDelete(True)
-        self._loader = loader
+        self._relay = relay
         self._key = key
         self._path = path
         self._side = side
@@ -55,14 +62,13 @@ class _Load(QRunnable):
         image = reader.read()
         if self._side:
             image = square_tile(image, self._side)
-        self._loader._decoded.emit(self._key, image)
+        self._relay.decoded.emit(self._key, image)
 
 
 class ThumbnailLoader(QObject):
     """Asynchronous thumbnail cache; ``thumbnail_ready(key)`` says when a pixmap arrived."""
 
     thumbnail_ready = Signal(str)
-    _decoded = Signal(str, QImage)
 
     def __init__(
         self, parent: QObject | None = None, *, cache_bytes: int = CACHE_BYTES, threads: int = 2
@@ -75,7 +81,8 @@ class ThumbnailLoader(QObject):
         self._limit = cache_bytes
         self._queued: set[str] = set()
         self._missing: set[str] = set()
-        self._decoded.connect(self._on_decoded)
+        self._relay = _Relay()
+        self._relay.decoded.connect(self._on_decoded)
         #: Square side the grid shows (0: keep the stored thumbnail as it is).
         self.side = 0
 
@@ -97,7 +104,7 @@ class ThumbnailLoader(QObject):
             return pixmap
         if path is not None and key not in self._queued and key not in self._missing:
             self._queued.add(key)
-            self.pool.start(_Load(self, key, path, self.side, source))
+            self.pool.start(_Load(self._relay, key, path, self.side, source))
         return None
 
     def is_missing(self, key: str) -> bool:
