@@ -291,7 +291,7 @@ def test_class_names_are_torchvisions_without_importing_torchvision() -> None:
     probe = (
         "import json, sys\n"
         "from visuallens_app.models.embedded import imagenet_class_names\n"
-        "names = imagenet_class_names()\n"
+        "names = imagenet_class_names('wordnet')\n"
         "print(json.dumps({'names': names, 'torchvision': 'torchvision' in sys.modules}))\n"
     )
     out = subprocess.run(
