@@ -71,7 +71,7 @@ class ThumbnailLoader(QObject):
     thumbnail_ready = Signal(str)
 
     def __init__(
-        self, parent: QObject | None = None, *, cache_bytes: int = CACHE_BYTES, threads: int = 2
+        self, parent: QObject | None = None, *, cache_bytes: int = CACHE_BYTES, threads: int = 1
     ) -> None:
         super().__init__(parent)
         self.pool = register_pool(QThreadPool(self))
