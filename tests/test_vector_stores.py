@@ -200,14 +200,14 @@ def test_an_emptied_server_is_filled_again_from_the_library(tmp_path: Path) -> N
     assert store.search(lib.vectors[4], 1)[0][0][0] == int(lib.ids[4])
 
 
-def test_what_is_not_a_vector_store_is_named() -> None:
+def test_what_is_not_a_vector_store_is_named(tmp_path: Path) -> None:
     assert check_spec("faiss") is None
     assert check_spec("http://nas.local:6333") is None
-    assert check_spec("local:/tmp/q") is None
+    assert check_spec(f"local:{tmp_path / 'q'}") is None
     for bad in ("ftp://x", "http://", "local:", "qdrant"):
         assert check_spec(bad) is not None
     with pytest.raises(LibraryError, match="not a vector store"):
-        _library().open("milvus://x", _target(Path("/nonexistent")))
+        _library().open("milvus://x", _target(tmp_path / "missing"))
 
 
 # -- as a user meets it -----------------------------------------------------------------------
