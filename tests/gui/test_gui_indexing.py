@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QElapsedTimer, QTimer
 from tests_gui_support import noise_photos
 
@@ -93,13 +92,6 @@ def test_the_ui_thread_stays_responsive_while_indexing(
     assert worst < 100, f"the UI thread stalled for {worst} ms"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "the merged indexer (first batches 4, 8, 16 with the lazy encoder) reports its "
-        "count once at the end on 5 photos; open in issue 11 item 8"
-    ),
-    strict=False,
-)
 def test_model_loading_is_its_own_step_before_the_count(qtbot, make_session, photo_dir) -> None:
     """Issue 11 item 8: the bar said "Scanning folders…" while the model was still loading."""
     from visuallens_app.gui.main_window import MainWindow

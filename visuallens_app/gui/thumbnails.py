@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader, QPixmap
 
 from visuallens_app.gui.workers import lower_thread_priority, register_pool
@@ -125,6 +125,7 @@ class ThumbnailLoader(QObject):
         self.pool.clear()
         return bool(self.pool.waitForDone(timeout_ms))
 
+    @Slot(str, QImage)  # a declared slot: PySide6 queues cross-thread calls to it safely
     def _on_decoded(self, key: str, image: QImage) -> None:
         self._queued.discard(key)
         if image.isNull():

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from visuallens_app.errors import Cancelled, VisualLensError, user_message
 from visuallens_app.jobs import CancelToken, Partial, Progress
@@ -123,6 +123,7 @@ class Job(QObject):
         self.done = False
         self.outcome = ""
         self._last_emit = 0.0
+        self._held: Progress | None = None  # the newest progress the throttle held back
         self._progressed.connect(self._relay_progress)
         self._partial.connect(self._relay_partial)
         self._ended.connect(self._relay_end)
@@ -141,14 +142,17 @@ class Job(QObject):
     def paused(self) -> bool:
         return self.token.paused
 
+    @Slot(object)
     def _relay_progress(self, progress: Progress) -> None:
         if not self.done:
             self.progress_changed.emit(progress)
 
+    @Slot(object)
     def _relay_partial(self, partial: Partial) -> None:
         if not self.done and not self.token.cancelled:
             self.partial_result.emit(partial)
 
+    @Slot(str, object)
     def _relay_end(self, outcome: str, value: Any) -> None:
         self.outcome = outcome
         if outcome == "succeeded":
@@ -162,10 +166,25 @@ class Job(QObject):
 
     # -- worker side -----------------------------------------------------------------------
     def _report(self, progress: Progress, *, force: bool = False) -> None:
+        """At most one signal per PROGRESS_INTERVAL, but a new stage or a finished count is
+        never held back, and what was held back is sent before the job ends (the bar must not
+        stop at "4 of 5")."""
         now = time.monotonic()
-        if force or now - self._last_emit >= PROGRESS_INTERVAL:
+        held, self._held = self._held, None
+        finished = progress.total > 0 and progress.done >= progress.total
+        new_stage = held is not None and held.stage != progress.stage
+        if new_stage and held is not None:
+            self._progressed.emit(held)
+        if force or finished or new_stage or now - self._last_emit >= PROGRESS_INTERVAL:
             self._last_emit = now
             self._progressed.emit(progress)
+        else:
+            self._held = progress
+
+    def _flush_progress(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._progressed.emit(held)
 
     def _run(self) -> None:
         self._ended.emit(*self._outcome())
@@ -202,6 +221,7 @@ class Job(QObject):
                 try:
                     update = next(gen)
                 except StopIteration as stop:
+                    self._flush_progress()
                     return stop.value
                 if isinstance(update, Progress):
                     self._report(update)

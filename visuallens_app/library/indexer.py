@@ -406,4 +406,6 @@ def _write(
     store.write_batch(photos, vectors, encoder.id, failures, signals=signals)
     have_vector.update(vectors)
     report.indexed += len(photos)
+    if not waiting and meter.due():  # vectors that came ready (Ray) still move the count
+        yield meter.progress(f"Indexed {meter.done} of {meter.total}")
     return transient

