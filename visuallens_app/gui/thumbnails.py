@@ -13,7 +13,12 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage, QImageReader, QPixmap
 
-from visuallens_app.gui.workers import lower_thread_priority, register_pool
+from visuallens_app.gui.workers import (
+    drop_released,
+    lower_thread_priority,
+    register_pool,
+    release_on_ui_thread,
+)
 from visuallens_app.library.thumbnails import ensure_thumbnail
 
 #: Decoded thumbnails kept in memory, in bytes (~400 thumbnails of 256 px).
@@ -37,8 +42,9 @@ def square_tile(image: QImage, side: int) -> QImage:
 class _Relay(QObject):
     """Carries a decoded image from a worker to the loader. It has no Qt parent and each worker
     holds a reference, so a worker still running when the window (and the loader) is destroyed
-    emits into a live object whose connection Qt has dropped, instead of into freed memory (the
-    segfault seen in the GUI tests' teardown)."""
+    emits into a live object whose connection Qt has dropped, instead of into freed memory; the
+    worker gives its reference back to the UI thread, so the relay is never destroyed on a
+    worker (see :func:`~visuallens_app.gui.workers.release_on_ui_thread`)."""
 
     decoded = Signal(str, QImage)
 
@@ -47,7 +53,7 @@ class _Load(QRunnable):
     def __init__(self, relay: _Relay, key: str, path: Path, side: int, source: Path | None) -> None:
         super().__init__()
         self.setAutoDelete(True)
-        self._relay = relay
+        self._box = [relay]  # given back to the UI thread when done (see release_on_ui_thread)
         self._key = key
         self._path = path
         self._side = side
@@ -55,14 +61,17 @@ class _Load(QRunnable):
 
     def run(self) -> None:
         lower_thread_priority(THUMBNAIL_NICENESS)
-        if self._source is not None and not self._path.is_file():
-            ensure_thumbnail(self._path, self._source)  # deleted: made again from the photo
-        reader = QImageReader(str(self._path))
-        reader.setAutoTransform(True)
-        image = reader.read()
-        if self._side:
-            image = square_tile(image, self._side)
-        self._relay.decoded.emit(self._key, image)
+        try:
+            if self._source is not None and not self._path.is_file():
+                ensure_thumbnail(self._path, self._source)  # deleted: made again from the photo
+            reader = QImageReader(str(self._path))
+            reader.setAutoTransform(True)
+            image = reader.read()
+            if self._side:
+                image = square_tile(image, self._side)
+            self._box[0].decoded.emit(self._key, image)
+        finally:
+            release_on_ui_thread(self._box)
 
 
 class ThumbnailLoader(QObject):
@@ -71,7 +80,7 @@ class ThumbnailLoader(QObject):
     thumbnail_ready = Signal(str)
 
     def __init__(
-        self, parent: QObject | None = None, *, cache_bytes: int = CACHE_BYTES, threads: int = 1
+        self, parent: QObject | None = None, *, cache_bytes: int = CACHE_BYTES, threads: int = 2
     ) -> None:
         super().__init__(parent)
         self.pool = register_pool(QThreadPool(self))
@@ -123,10 +132,13 @@ class ThumbnailLoader(QObject):
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         self.pool.clear()
-        return bool(self.pool.waitForDone(timeout_ms))
+        done = bool(self.pool.waitForDone(timeout_ms))
+        drop_released()
+        return done
 
     @Slot(str, QImage)  # a declared slot: PySide6 queues cross-thread calls to it safely
     def _on_decoded(self, key: str, image: QImage) -> None:
+        drop_released()
         self._queued.discard(key)
         if image.isNull():
             self._missing.add(key)

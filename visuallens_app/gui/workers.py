@@ -231,15 +231,46 @@ class Job(QObject):
             gen.close()  # a job cut short still runs its clean-up (hooks removed, threads joined)
 
 
+class _Released:
+    """References that workers give up, dropped later on the UI thread.
+
+    A QObject (a Job, a relay) must be destroyed on the thread it lives on. A worker that held
+    the last Python reference to one would destroy it on the worker thread, possibly while the
+    UI thread is still delivering that object's queued signal: a use-after-free that crashed
+    the GUI suite at random places. So a worker never drops such a reference itself: it moves it
+    here, under the lock, and the UI thread empties this list (:func:`drop_released`).
+    """
+
+    lock = threading.Lock()
+    held: list[object] = []
+
+
+def release_on_ui_thread(box: list[Any]) -> None:
+    """Worker side: move the one reference in ``box`` to the UI thread's list (the worker
+    must hold no other reference to it by then)."""
+    with _Released.lock:
+        _Released.held.append(box.pop())
+
+
+def drop_released() -> None:
+    """UI thread: drop what workers gave up (the objects are destroyed here, on this thread)."""
+    with _Released.lock:
+        held, _Released.held = _Released.held, []
+    del held
+
+
 class _Runnable(QRunnable):
     def __init__(self, job: Job) -> None:
         super().__init__()
         self.setAutoDelete(True)  # the pool deletes it after run(); the job outlives it
-        self._job = job
+        self._box: list[Job] = [job]
 
     def run(self) -> None:
         lower_thread_priority()
-        self._job._run()
+        try:
+            self._box[0]._run()
+        finally:
+            release_on_ui_thread(self._box)
 
 
 def _guarded(call: Callable[[], None]) -> Callable[[], None]:
@@ -353,9 +384,11 @@ class JobRunner(QObject):
         for pool in [self.pool, *self._lanes.values()]:
             left = max(0, int((deadline - time.monotonic()) * 1000))
             ok = bool(pool.waitForDone(left)) and ok
+        drop_released()
         return ok
 
     def _on_finished(self, job: Job) -> None:
+        drop_released()  # jobs whose workers ended before this one's end was delivered
         self._jobs.pop(id(job), None)
         if self._by_key.get(job.key) is job:
             del self._by_key[job.key]
