@@ -231,31 +231,28 @@ class Job(QObject):
             gen.close()  # a job cut short still runs its clean-up (hooks removed, threads joined)
 
 
-class _Released:
-    """References that workers give up, dropped later on the UI thread.
-
-    A QObject (a Job, a relay) must be destroyed on the thread it lives on. A worker that held
-    the last Python reference to one would destroy it on the worker thread, possibly while the
-    UI thread is still delivering that object's queued signal: a use-after-free that crashed
-    the GUI suite at random places. So a worker never drops such a reference itself: it moves it
-    here, under the lock, and the UI thread empties this list (:func:`drop_released`).
-    """
-
-    lock = threading.Lock()
-    held: list[object] = []
+# References that workers give up, dropped later on the UI thread. A QObject (a Job, a relay)
+# must be destroyed on the thread it lives on. A worker that held the last Python reference to
+# one would destroy it on the worker thread, possibly while the UI thread is still delivering
+# that object's queued signal: a use-after-free that crashed the GUI suite at random places. So a
+# worker never drops such a reference itself: it moves it here, under the lock, and the UI thread
+# empties the list (:func:`drop_released`).
+_released_lock = threading.Lock()
+_released: list[object] = []
 
 
 def release_on_ui_thread(box: list[Any]) -> None:
     """Worker side: move the one reference in ``box`` to the UI thread's list (the worker
     must hold no other reference to it by then)."""
-    with _Released.lock:
-        _Released.held.append(box.pop())
+    with _released_lock:
+        _released.append(box.pop())
 
 
 def drop_released() -> None:
     """UI thread: drop what workers gave up (the objects are destroyed here, on this thread)."""
-    with _Released.lock:
-        held, _Released.held = _Released.held, []
+    with _released_lock:
+        held = _released.copy()
+        _released.clear()
     del held
 
 
