@@ -135,6 +135,23 @@ def test_bad_files_are_reported_and_never_stop_the_run(
     assert {Path(p).name for p, _ in again.failed} == set(failed)
 
 
+def test_photos_lost_by_a_recovered_database_are_indexed_again(
+    library_dir: Path, photo_dir: Path, encoder: Encoder
+) -> None:
+    """`sqlite3 .recover` (what the damaged-library sentence suggests) or an old backup can keep
+    the generation counter while photo rows are gone: the next run must find them again."""
+    import sqlite3
+
+    assert _index(library_dir, encoder, photo_dir).indexed == 5
+    assert _index(library_dir, encoder, photo_dir).unchanged == 5  # the re-scan's snapshot
+    with sqlite3.connect(library_dir / "library.sqlite") as db:
+        db.execute("DELETE FROM photos WHERE path LIKE '%coffee.jpg'")  # meta is untouched
+    assert "coffee.jpg" not in _paths(library_dir)
+    again = _index(library_dir, encoder, photo_dir)
+    assert (again.indexed, again.unchanged) == (1, 4)
+    assert "coffee.jpg" in _paths(library_dir)
+
+
 def test_cancel_keeps_written_batches_and_resumes(
     library_dir: Path, photo_dir: Path, encoder: Encoder, sample_images: dict[str, Image.Image]
 ) -> None:

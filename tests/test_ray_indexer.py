@@ -101,6 +101,16 @@ def test_ray_indexes_like_the_local_indexer_and_reports_a_bad_file_the_same(
             assert made_on_ray == made_here
         cat = next(p for p in photos if p.path.name == "chelsea.jpg")
         assert (cat.width, cat.height) == (451, 300)
+        # The classifier's confidence and document signals, which the lens weighs, too.
+        signals = []
+        for library in (store, local_store):
+            names = {p.id: p.path.name for p in library.list_photos()}
+            ids, values = library.photo_signals(encoder.id)
+            signals.append({names[int(i)]: row for i, row in zip(ids, values, strict=True)})
+        assert signals[0].keys() == signals[1].keys() == a.keys()
+        for name, row in signals[0].items():
+            assert not np.isnan(row).any(), name
+            np.testing.assert_allclose(row, signals[1][name], atol=1e-5, err_msg=name)
     again = _index(tmp_path / "ray", encoder, photo_dir, on_ray=True)
     assert (again.indexed, again.unchanged) == (0, 5)  # the broken file is not read again
 

@@ -49,7 +49,11 @@ def hub_address() -> tuple[str, int, str]:
     if proxy and not urllib.request.proxy_bypass(host):
         purl = urllib.parse.urlsplit(proxy if "//" in proxy else "http://" + proxy)
         if purl.hostname:
-            return purl.hostname, purl.port or 8080, f"the proxy {purl.hostname}"
+            return (
+                purl.hostname,
+                purl.port or (443 if purl.scheme == "https" else 80),
+                f"the proxy {purl.hostname}",
+            )
     return host, port, host
 
 

@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PySide6.QtWidgets import QLabel
+from tests_gui_support import open_recommendations, show_category
+
 
 def test_coffee_shop_recommendations_show_cards_with_evidence(
     qtbot, make_window, library_copy
 ) -> None:
-    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
-
     _library, photos = library_copy
-    window = make_window([photos])
-    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
-    panel = window.show_panel(RecommendationsPanel)
-    qtbot.waitUntil(lambda: panel.category.count() > 0, timeout=30_000)
+    _window, panel = open_recommendations(qtbot, make_window, photos)
     assert panel.category.findText("coffee shop") >= 0
-    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
-        panel.set_category("coffee shop")
-    view = blocker.args[0]
-    assert view.category == "coffee shop"
+    show_category(qtbot, panel, "coffee shop")
     assert panel.cards, panel.status.text()
     first = panel.cards[0].card
     assert first.name and first.score == max(c.card.score for c in panel.cards)  # noqa: PT018
@@ -86,17 +81,37 @@ def test_the_profile_grid_shows_no_empty_rows_below_few_photos(
     qtbot, make_window, library_copy
 ) -> None:
     """Issue 11 item 11: with 5 photos the 8x8 grid was one row of photos over a black block."""
-    from visuallens_app.gui.panels.recommendations import RecommendationsPanel, shown_grid
+    from visuallens_app.gui.panels.recommendations import shown_grid
 
     _library, photos = library_copy
-    window = make_window([photos])
-    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
-    panel = window.show_panel(RecommendationsPanel)
-    qtbot.waitUntil(lambda: panel.category.count() > 0, timeout=30_000)
-    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
-        panel.set_category("coffee shop")
-    view = blocker.args[0]
+    _window, panel = open_recommendations(qtbot, make_window, photos)
+    view = show_category(qtbot, panel, "coffee shop")
     assert view.grid.image.size == (896, 896)  # the re-ranker still reads the full 8x8
     assert shown_grid(view.grid.image).size == (896, 112)  # on screen: the one row with photos
     pixmap = panel.grid_image.pixmap()
     assert pixmap.width() == 8 * pixmap.height()
+
+
+def test_a_category_with_nothing_in_the_photos_says_so_above_the_cards(
+    qtbot, make_window, library_copy
+) -> None:
+    """The panel draws the lens service's report: no photo relates, so no 'Because of'."""
+    from visuallens_app.lens.service import NOTHING_RELATES
+
+    _library, photos = library_copy
+    _window, panel = open_recommendations(qtbot, make_window, photos)
+    show_category(qtbot, panel, "hiking trail")
+    assert panel.status.text().startswith("Nothing in your photos relates to hiking trail")
+    assert panel.cards
+    for card in panel.cards:
+        assert not card.card.evidence
+        note = card.findChild(QLabel, "CardNoEvidence")
+        assert note is not None
+        assert note.text() == NOTHING_RELATES
+
+    show_category(qtbot, panel, "coffee shop")  # a category the photos speak for: evidence again
+    assert not panel.status.text().startswith("Nothing in your photos")
+    first = panel.cards[0]
+    assert first.card.evidence
+    assert first.findChild(QLabel, "CardNoEvidence") is None
+    assert panel.grid_image.pixmap() is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from visuallens_app.jobs import run_to_end
 
@@ -24,6 +25,26 @@ def index_once(library: Path, photos: Path) -> None:
     encoder = load_encoder("embedded").encoder
     with PhotoStore(library) as store:
         run_to_end(index_folders(store, encoder, [photos]))
+
+
+def open_recommendations(qtbot: Any, make_window: Any, photos: Path) -> tuple[Any, Any]:
+    """A window on ``photos``, indexed, showing the Recommendations panel with its categories."""
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+
+    window = make_window([photos])
+    qtbot.waitUntil(lambda: not window.session.indexing, timeout=30_000)
+    panel = window.show_panel(RecommendationsPanel)
+    qtbot.waitUntil(lambda: panel.category.count() > 0, timeout=30_000)
+    return window, panel
+
+
+def show_category(qtbot: Any, panel: Any, category: str) -> Any:
+    """Choose ``category`` and wait for its recommendations; returns the view shown."""
+    with qtbot.waitSignal(panel.recommendations_shown, timeout=60_000) as blocker:
+        panel.set_category(category)
+    view = blocker.args[0]
+    assert view.category == category
+    return view
 
 
 def noise_photos(folder: Path, n: int, side: int = 256, seed: int = 0) -> list[Path]:

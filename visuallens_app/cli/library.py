@@ -107,12 +107,20 @@ def vector_store_spec(args: argparse.Namespace) -> str:
     problem = check_spec(spec)
     if problem is not None:
         raise VisualLensError(f"--vector-store: {problem}.")
-    return str(spec).strip()
+    spec = str(spec).strip()
+    if spec != "faiss":
+        import importlib.util
+
+        if importlib.util.find_spec("qdrant_client") is None:  # said before any model loads
+            raise VisualLensError(
+                f"The vector store {spec} is a Qdrant store, which needs the scale extra: "
+                "pip install 'visuallens-studio[scale]'."
+            )
+    return spec
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from visuallens_app.errors import SettingsError
-    from visuallens_app.index.stores import VectorStoreUnavailableError
+    from visuallens_app.errors import LibraryError, SettingsError
     from visuallens_app.library.indexer import check_roots, index_folders
     from visuallens_app.library.search import PhotoSearch
     from visuallens_app.settings import Settings
@@ -144,7 +152,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             # Build the search index now, so the first search is instant.
             try:
                 PhotoSearch(store, encoder, vector_store=spec).index()
-            except VectorStoreUnavailableError as err:  # the photos are indexed all the same
+            except LibraryError as err:  # store unreachable or refused: the photos are indexed
                 store_note = str(err)
                 print(f"visuallens: {err}", file=sys.stderr)
         roots = [normalise_root(p) for p in args.paths]

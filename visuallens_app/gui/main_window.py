@@ -469,10 +469,12 @@ class MainWindow(QMainWindow):
             if report.failed:
                 parts.append(f"{len(report.failed)} could not be read")
             self.statusBar().showMessage(", ".join(parts) + ".", 8000)
-            for root in report.empty_roots:
+            if report.empty_roots:  # one sentence for all of them: a banner shows one message
+                empty = report.empty_roots
+                where = empty[0] if len(empty) == 1 else ", ".join(empty[:-1]) + f" or {empty[-1]}"
                 self._banner_action_slot = None
                 self.banner.show_message(
-                    f"No photos found in {root} (nor in its subfolders); photos added there "
+                    f"No photos found in {where} (nor in subfolders); photos added there "
                     "later are indexed as they arrive.",
                     level="info",
                 )

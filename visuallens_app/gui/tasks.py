@@ -97,7 +97,17 @@ class SerialEncoder:
             return self._encoder.encode_texts(texts)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._encoder, name)
+        # Every other call (signals with the vectors, probabilities, load) holds the lock too;
+        # a plain attribute passes through.
+        attr = getattr(self._encoder, name)
+        if not callable(attr):
+            return attr
+
+        def serial(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return serial
 
 
 def _open(library_dir: Path) -> Any:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from visuallens_app.errors import LibraryError
+from visuallens_app.errors import Cancelled, LibraryError
 from visuallens_app.index.recall import SearchResults, check_cancel
 from visuallens_app.index.stores import Fetch, StoreTarget, VectorStoreUnavailableError
 from visuallens_app.index.vector_index import _check_pair
@@ -89,7 +89,7 @@ def _talking(spec: str) -> Iterator[None]:
     """Turn any failure to reach or use the server into one sentence for the user."""
     try:
         yield
-    except (LibraryError, MemoryError):
+    except (LibraryError, MemoryError, Cancelled):  # a cancel is not the server's failure
         raise
     except Exception as err:  # httpx, grpc, pydantic, portalocker: all mean "not usable now"
         reason = " ".join(str(err).split()) or type(err).__name__

@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from visuallens_app._gc import collector_paused
 from visuallens_app.errors import CatalogError
-from visuallens_app.lens.allocation import collector_paused
 from visuallens_app.lens.untrusted import (
     BadLine,
     check_path_text,

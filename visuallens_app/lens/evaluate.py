@@ -838,7 +838,7 @@ def fit_shipped_weights(
     vocab = vocabulary if vocabulary is not None else default_vocabulary()
     cache = PhotoVectorCache()
     rng = np.random.default_rng(seed)
-    meter = ProgressMeter(len(train), "fit")
+    meter = ProgressMeter(len(train), "fit", unit="questions")
     matches: list[MatchExample] = []
     for example in train:
         cancel.check()

@@ -202,6 +202,8 @@ class LensResult:
     profile_aspects: tuple[tuple[str, float], ...]
     notes: tuple[str, ...]
     captions: tuple[tuple[int, str], ...] = ()
+    #: The history the indices above point into (the library may change while it is shown).
+    history: History | None = field(default=None, compare=False, repr=False)
 
     def caption_of(self, index: int) -> str | None:
         """The caption of the history photo at ``index``, when it has one."""
@@ -656,5 +658,5 @@ class Recommender:
                 items=items,
                 cancel=cancel,
             )
-        result = _result(lib, candidates, scored, config, k)
+        result = replace(_result(lib, candidates, scored, config, k), history=lib.history)
         return _with_captions(result, lib.history, captioner, self.store.db, cancel)

@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image
 
+from visuallens_app._gc import collector_paused
 from visuallens_app.errors import VisualLensError
 from visuallens_app.jobs import CancelToken
-from visuallens_app.lens.allocation import collector_paused
 from visuallens_app.lens.aspects import Captioner, history_captions
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.history import History
@@ -244,7 +244,9 @@ def recommend(
             cancel,
             captioner=options.captioner,
         )
-    report = _report(category, result, recommender.history(), k=depth)
+    # The history the ranking used, not the library's newest: indexing may have written since.
+    history = result.history if result.history is not None else recommender.history()
+    report = _report(category, result, history, k=depth)
     if options.reranker is not None:
         report = with_vlm(report, reranker=options.reranker, cancel=cancel)
     return _cut(report, options.k)

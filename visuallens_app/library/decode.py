@@ -308,7 +308,7 @@ def _decode(
             claimed = height
             height = min(height, math.ceil(kept * height / opened.height))
             image = opened.crop((0, 0, opened.width, kept))
-            notes.append(
+            truncated = (
                 f"its data ends after {height:,} of the {claimed:,} rows its header claims; "
                 f"indexed as the {width:,}x{height:,} that is there"
             )
@@ -331,7 +331,7 @@ def _decode(
     thumbnail.thumbnail((thumb, thumb), Image.Resampling.BICUBIC, reducing_gap=None)
     note = None
     if missing:
-        note = notes.pop()
+        note = truncated
     elif notes:
         note = f"damaged EXIF data ({notes[0]}); some details may be missing"
     return DecodedPhoto(image, thumbnail, width, height, content_hash, meta, fmt, note)

@@ -8,7 +8,6 @@ moment resumes where it stopped, with no duplicate and no lost photo.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import sqlite3
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from visuallens_app._gc import collector_paused
 from visuallens_app.errors import Cancelled, LibraryError
 from visuallens_app.jobs import CancelToken, Job, Progress, ProgressMeter
 from visuallens_app.library.decode import DecodedPhoto, DecodeError, decode_photo
@@ -79,6 +79,7 @@ class _Decoded:
     error: str | None
     transient: bool = False
     vector: NDArray[np.float32] | None = None  # already embedded elsewhere (Ray workers)
+    signals: tuple[float, float] | None = None  # and its (confidence, document) signals
 
 
 #: Decodes (and may embed) the files to index, one result per file in any order: the local
@@ -130,27 +131,10 @@ def _decoded_in_order(
                     future.cancel()
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while building 10,000s of small tuples.
-
-    None of them can form a cycle, yet each allocation burst triggers full collections that
-    walk the whole heap: with torch loaded (the GUI) a re-scan's known-files read took 0.6 s
-    instead of 3 ms.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _collector_paused_over(items: Iterator[ScannedFile]) -> Iterator[ScannedFile]:
     """``items`` with the collector paused while each is produced, not while the caller runs."""
     while True:
-        with _collector_paused():
+        with collector_paused():
             item = next(items, None)
         if item is None:
             return
@@ -207,7 +191,7 @@ def index_folders(
         known: dict[str, tuple[int, int, int]] = {}
         failed_before: dict[str, tuple[int, int]] = {}
         for root in online:
-            with _collector_paused():
+            with collector_paused():
                 known.update(store.known_files(root, encoder.id))
             failed_before.update(store.known_failures(root))
         unlisted: list[str] = []  # folders os.scandir refused: nothing under them is swept
@@ -338,6 +322,7 @@ def _write(
     transient: list[tuple[str, str]] = []
     to_encode: dict[str, DecodedPhoto] = {}
     embedded: dict[str, NDArray[np.float32]] = {}
+    ray_signals: dict[str, tuple[float, float]] = {}
     for item in batch:
         file = item.file
         if item.photo is None:
@@ -370,10 +355,12 @@ def _write(
             report.reused_vectors += 1
         elif item.vector is not None:
             embedded.setdefault(photo.content_hash, item.vector)
+            if item.signals is not None:
+                ray_signals.setdefault(photo.content_hash, item.signals)
         else:
             to_encode.setdefault(photo.content_hash, photo)
     vectors: dict[str, NDArray[np.float32]] = dict(embedded)  # from Ray workers
-    signals: dict[str, tuple[float, float]] = {}
+    signals: dict[str, tuple[float, float]] = dict(ray_signals)
     waiting = list(to_encode)
     # Photos that need nothing encoded (unreadable, or a vector already known) count at once.
     meter.advance(len(batch) - sum(1 for p in photos if p.content_hash in to_encode))

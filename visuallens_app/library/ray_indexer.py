@@ -36,6 +36,7 @@ from visuallens_app.library.indexer import BATCH_SIZE, _Decoded
 from visuallens_app.library.paths import display_path
 from visuallens_app.library.scan import ScannedFile
 from visuallens_app.library.thumbnails import ThumbnailCache
+from visuallens_app.models.base import SignalEncoder
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,15 @@ class EmbedBatch:
             images.append(photo.image)
             rows.append(i)
         vectors = np.zeros((n, self.encoder.dim), np.float32)
-        if images:
+        # The classifier's confidence and document mass, as the local indexer stores them
+        # (NaN: the encoder has none, e.g. CLIP).
+        signals = np.full((n, 2), np.nan, np.float32)
+        if images and isinstance(self.encoder, SignalEncoder):
+            matrix, found = self.encoder.encode_images_with_signals(images)
+            vectors[rows] = matrix
+            signals[rows, 0] = found.confidence
+            signals[rows, 1] = found.document
+        elif images:
             vectors[rows] = self.encoder.encode_images(images)
         result: dict[str, NDArray[Any]] = {
             key: np.asarray(values, dtype=_RESULT_COLUMNS[key]) for key, values in out.items()
@@ -118,6 +127,7 @@ class EmbedBatch:
         for key in ("fspath", "root", "size", "mtime_ns"):
             result[key] = np.asarray(batch[key])
         result["vector"] = vectors
+        result["signals"] = signals
         return result
 
 
@@ -319,4 +329,6 @@ class RayEmbedder:
                 note=str(batch["note"][i]) or None,
             )
             vector = np.asarray(batch["vector"][i], dtype=np.float32)
-            yield _Decoded(file, photo, None, vector=vector)
+            confidence, document = (float(x) for x in batch["signals"][i])
+            signals = None if math.isnan(confidence) else (confidence, document)
+            yield _Decoded(file, photo, None, vector=vector, signals=signals)

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 #: of the library's own photos. Standardising per photo is what keeps hubs (photos close to
 #: everything, which float to the top of every query) below the line, and it is in units of
 #: the encoder's own spread, so it holds for any encoder. Measured on 23 sample images and 5
-#: copies by ``python -m benchmarks.search_cutoff`` (embedded encoder): text at 1.5 / 2.0 / 2.5
-#: keeps 8 / 7 / 5 of 13 wanted photos above the line and 16 / 4 / 0 of 547 others; photo
-#: queries find all 5 copies at 2.0-3.0, with 1 / 0 / 0 of 130 others.
+#: copies by ``python -m benchmarks.search_cutoff [--z Z]`` (embedded encoder, conse-v2): text
+#: at 2.0 / 2.5 keeps 9 / 7 of 13 wanted photos above the line and 17 / 7 of 547 others; photo
+#: queries at 2.5 find all 5 copies, with 1 of 130 others.
 TEXT_MATCH_Z = 2.0
 IMAGE_MATCH_Z = 2.5
 #: Hits ranked before the cut-off is applied: matches lower than this in the raw order are

@@ -510,7 +510,12 @@ class PhotoStore:
         if own:
             conn.execute("BEGIN")  # the fingerprint and the rows from one consistent state
         try:
-            stamp = self.fingerprint(encoder_id)
+            # The rows' count and last id too: a database recovered or restored from a backup
+            # may keep its generation counter while it lost photos, which must be found again.
+            count, last = conn.execute(
+                "SELECT count(*), max(id) FROM photos WHERE root = ?", [path_to_db(root)]
+            ).fetchone()
+            stamp = f"{self.fingerprint(encoder_id)}-{count}-{last}"
             cached = _read_snapshot(snapshot, stamp)
             if cached is not None:
                 return cached

@@ -50,22 +50,7 @@ class ThumbnailCache:
         Written to a temporary file in the same folder and renamed into place, so a reader (the
         GUI, another indexer run) never sees half a JPEG, even if the app is killed mid-write.
         """
-        target = self.path_for(content_hash)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{content_hash[:16]}.", suffix=".tmp", dir=target.parent
-        )
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                image.save(file, "JPEG", quality=QUALITY, optimize=False)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        return target
+        return self.save_encoded(content_hash, encode(image))
 
     def ensure(self, content_hash: str, photo: Path) -> Path | None:
         """The thumbnail of ``content_hash``, made again from ``photo`` if it was deleted.
@@ -91,7 +76,7 @@ class ThumbnailCache:
             return None
 
     def save_encoded(self, content_hash: str, data: bytes) -> Path:
-        """Store JPEG bytes made by :func:`encode` elsewhere (a Ray worker), as ``save`` would."""
+        """Store JPEG bytes made by :func:`encode` (here, or on a Ray worker), atomically."""
         target = self.path_for(content_hash)
         target.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(

@@ -39,9 +39,10 @@ def results_summary(title: str, items: list[PhotoItem]) -> str:
     matches = sum(1 for item in items if item.match is not False)
     weaker = len(items) - matches
     if not weaker:
-        return f"{title}: {matches} photos, best first"
+        return f"{title}: {matches} {'photo' if matches == 1 else 'photos'}, best first"
     if not matches:
-        return f"{title}: no photo matches well; the {weaker} closest are shown dimmed"
+        closest = "the closest is" if weaker == 1 else f"the {weaker} closest are"
+        return f"{title}: no photo matches well; {closest} shown dimmed"
     return (
         f"{title}: {matches} {'match' if matches == 1 else 'matches'}, best first, "
         f"then {weaker} weaker {'match' if weaker == 1 else 'matches'} (dimmed)"
