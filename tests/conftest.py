@@ -29,6 +29,27 @@ SAMPLES = {
 
 
 @pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real embedded encoder, loaded once through the registry with a private cache dir.
+
+    Going through the registry means CLI tests (``--encoder embedded``) get this same instance
+    instead of paying for a second load.
+    """
+    from visuallens_app.models.registry import clear_encoder_cache, load_encoder
+
+    saved = os.environ.get("VISUALLENS_CACHE_DIR")
+    os.environ["VISUALLENS_CACHE_DIR"] = str(tmp_path_factory.mktemp("lens-encoder-cache"))
+    try:
+        yield load_encoder("embedded", device="cpu").encoder
+    finally:
+        clear_encoder_cache()
+        if saved is None:
+            os.environ.pop("VISUALLENS_CACHE_DIR", None)
+        else:
+            os.environ["VISUALLENS_CACHE_DIR"] = saved
+
+
+@pytest.fixture(scope="session")
 def sample_files() -> dict[str, str]:
     """Sample name -> file name used in photo folders (see SAMPLES)."""
     return dict(SAMPLES)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -381,27 +380,6 @@ def test_item_vectors_are_cached_in_the_store(fake: WordEncoder, tmp_path: Path)
 
 
 # -- real encoder ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The real embedded encoder, loaded once through the registry with a private cache dir.
-
-    Going through the registry means the CLI tests below (``--encoder embedded``) get this same
-    instance instead of paying for a second load.
-    """
-    from visuallens_app.models.registry import clear_encoder_cache, load_encoder
-
-    saved = os.environ.get("VISUALLENS_CACHE_DIR")
-    os.environ["VISUALLENS_CACHE_DIR"] = str(tmp_path_factory.mktemp("lens-encoder-cache"))
-    try:
-        yield load_encoder("embedded", device="cpu").encoder
-    finally:
-        clear_encoder_cache()
-        if saved is None:
-            os.environ.pop("VISUALLENS_CACHE_DIR", None)
-        else:
-            os.environ["VISUALLENS_CACHE_DIR"] = saved
 
 
 def test_aspect_words_describe_real_photos(

@@ -6,8 +6,6 @@ Real photos (scikit-image's samples) indexed with the real embedded encoder, the
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +15,6 @@ from visuallens_app.lens.catalog import load_default_catalog
 from visuallens_app.lens.pipeline import Recommender
 from visuallens_app.lens.service import NOTHING_RELATES, LensOptions, LensReport, recommend
 from visuallens_app.library.store import PhotoStore
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The real embedded encoder through the registry (the CLI tests get the same instance)."""
-    from visuallens_app.models.registry import clear_encoder_cache, load_encoder
-
-    saved = os.environ.get("VISUALLENS_CACHE_DIR")
-    os.environ["VISUALLENS_CACHE_DIR"] = str(tmp_path_factory.mktemp("service-encoder-cache"))
-    try:
-        yield load_encoder("embedded", device="cpu").encoder
-    finally:
-        clear_encoder_cache()
-        if saved is None:
-            os.environ.pop("VISUALLENS_CACHE_DIR", None)
-        else:
-            os.environ["VISUALLENS_CACHE_DIR"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +117,9 @@ def test_nothing_relates_is_said_instead_of_weak_evidence(
     assert all(not item.evidence for item in report.items), _explanations(report)
     assert all(item.explanation == NOTHING_RELATES for item in report.items)
     assert report.library_note is not None and "hiking trail" in report.library_note  # noqa: PT018
+    # The order is the catalog's own, and the note says what it follows.
+    assert report.lens.personal == 0.0
+    assert "how typical of the category each item is" in report.library_note
 
     common = ["--library", str(library), "--encoder", "embedded", "--device", "cpu"]
     assert main(["recommend", "--category", "hiking trail", "-k", "3", "--explain", *common]) == 0

@@ -50,6 +50,15 @@ from visuallens_app.lens.matching import (
     match_components,
     shipped_match_weights,
 )
+from visuallens_app.lens.prior import (
+    Prior,
+    blend,
+    catalog_prior,
+    evidence_strength,
+    personal_share,
+    speaking_photos,
+    speaking_weights,
+)
 from visuallens_app.lens.refine import (
     MIN_SUPPORT,
     AspectExample,
@@ -59,6 +68,7 @@ from visuallens_app.lens.refine import (
 )
 from visuallens_app.lens.retrieval import (
     MAX_PHOTO_SHARE,
+    SMALL_LIBRARY,
     category_prototype,
     collapse_near_duplicates,
     junk_margin,
@@ -121,6 +131,8 @@ class LensConfig:
     photos the classifier was unsure of less; ``max_photo_share`` caps one photo's share of
     the profile; ``min_support`` is how many retrieved photos a profile word needs.
     ``weights`` default to the shipped fitted ones (``resources/lens/match_weights.json``).
+    ``use_prior`` matches only the photos that relate to the category and mixes in the
+    catalog's own order as far as they say little (:mod:`visuallens_app.lens.prior`).
     """
 
     w: int = 64
@@ -139,6 +151,7 @@ class LensConfig:
     use_reliability: bool = True
     max_photo_share: float | None = MAX_PHOTO_SHARE
     min_support: int = MIN_SUPPORT
+    use_prior: bool = True
     weights: MatchWeights = field(default_factory=shipped_match_weights)
     term_weights: Mapping[str, float] | None = field(default=None, hash=False)
     explain_photos: int = 3
@@ -151,7 +164,13 @@ class LensConfig:
 
     @classmethod
     def retrieval_only(cls, **changes: Any) -> LensConfig:
-        return cls(use_aspects=False, use_refinement=False, use_evidence=False, **changes)
+        settings: dict[str, Any] = {
+            "use_aspects": False,
+            "use_refinement": False,
+            "use_evidence": False,
+            "use_prior": False,
+        }
+        return cls(**{**settings, **changes})
 
     @classmethod
     def naive(cls, **changes: Any) -> LensConfig:
@@ -163,6 +182,7 @@ class LensConfig:
             "use_refinement": False,
             "use_evidence": False,
             "use_reliability": False,
+            "use_prior": False,
             "duplicate_threshold": None,
         }
         return cls(**{**settings, **changes})
@@ -195,6 +215,8 @@ class LensResult:
 
     ``captions`` pairs a history index from ``retrieved`` with its photo's caption, in
     retrieval order; empty when no captioner was given (or no retrieved photo was readable).
+    ``personal`` is the share of the order the photos decided (0: none relates, the order is
+    the catalog's prior, described by ``prior_basis``; 1: the photos alone).
     """
 
     recommendations: tuple[Recommendation, ...]
@@ -202,6 +224,8 @@ class LensResult:
     profile_aspects: tuple[tuple[str, float], ...]
     notes: tuple[str, ...]
     captions: tuple[tuple[int, str], ...] = ()
+    personal: float = 1.0
+    prior_basis: str | None = None
     #: The history the indices above point into (the library may change while it is shown).
     history: History | None = field(default=None, compare=False, repr=False)
 
@@ -232,6 +256,8 @@ class _Scored:
     profile: NDArray[np.float32] | None  # (V,) aspect weights, None without aspects
     space: AspectSpace | None
     notes: tuple[str, ...]
+    personal: float = 1.0
+    prior: Prior | None = None
 
 
 def default_vocabulary() -> Vocabulary | None:
@@ -390,33 +416,83 @@ def _score(
             )
     check()
 
+    # The ranking rests on the retrieved photos that relate to the category's items, as much
+    # as they do; the catalog's prior orders what they leave open (lens/prior.py).
+    matched, share, prior = retrieved, 1.0, None
+    matched_weights: NDArray[np.float32] | None = None
+    if config.use_prior and vocabulary is not None and len(retrieved):
+        if lib.aspects is None:
+            space_ = AspectSpace.build(vocabulary, encoder, history, db=db)
+            lib.aspects = library_aspects(history, space_, db=db)
+        rel = photo_relatedness(history.vectors[retrieved], items.view(), lib.aspects.space.vectors)
+        trust = reliability[retrieved] if reliability is not None else None
+        speaks = speaking_photos(
+            rel, lib.evidence_floor, None if trust is None else trust >= READABLE
+        )
+        share = personal_share(evidence_strength(rel, lib.evidence_floor, speaks, trust))
+        prior = catalog_prior(candidates, items, prototype)
+        if len(history) <= SMALL_LIBRARY:
+            # Retrieval keeps every photo of a small library, so the photos that relate to
+            # the category's items take its place, each as far as it relates: a photo that
+            # relates to nothing here, left out or added, no longer reorders the category.
+            # (Above it retrieval does choose, and this cut cost 3 MRR points on the
+            # benchmark's large histories: a photo's best single item is a narrow test.)
+            matched = retrieved[speaks]
+            matched_weights = speaking_weights(relevance(matched), rel, lib.evidence_floor, speaks)
+            if profile is not None:
+                profile = (
+                    profile_weights(
+                        lib.aspects,
+                        matched,
+                        photo_weights=matched_weights,
+                        term_prior=term_prior_vector(config.term_weights, lib.aspects.space.terms),
+                        keep=keep,
+                        min_support=config.min_support,
+                    )
+                    if len(matched)
+                    else None
+                )
+        if share == 0.0:
+            notes.append(f"Nothing in your photos relates to {category}; ranked by {prior.basis}.")
+        elif share < 0.5:
+            notes.append(
+                f"Few of your photos relate to {category}: they decide {share:.0%} of the "
+                f"order, {prior.basis} the rest."
+            )
+    check()
+
     photo_weights = relevance(retrieved)
 
     components = match_components(
-        history.vectors[retrieved],
+        history.vectors[matched],
         items,
         aspect_weights=profile,
         term_vectors=space.vectors if space is not None else None,
         terms=space.terms if space is not None else (),
         item_word_sets=[item_words(c) for c in candidates] if profile is not None else (),
-        photo_weights=photo_weights,
+        photo_weights=photo_weights if matched_weights is None else matched_weights,
         use_evidence=config.use_evidence,
-        photo_reliability=reliability[retrieved] if reliability is not None else None,
+        photo_reliability=reliability[matched] if reliability is not None else None,
     )
     weights = config.weights
     if profile is None:
         weights = replace(weights, aspects=0.0)
     if not config.use_evidence:
         weights = replace(weights, evidence=0.0)
+    total = components.total(weights)
+    if prior is not None:
+        total = blend(prior.scores, total, share)
     return _Scored(
         retrieved,
         photo_weights,
         items,
         components,
-        components.total(weights),
+        total,
         profile,
         space,
         tuple(notes),
+        share,
+        prior,
     )
 
 
@@ -467,7 +543,12 @@ def _result(
             if scored.profile[t] > 0
         )
     return LensResult(
-        recommendations, tuple(int(i) for i in retrieved), profile_aspects, scored.notes
+        recommendations,
+        tuple(int(i) for i in retrieved),
+        profile_aspects,
+        scored.notes,
+        personal=scored.personal,
+        prior_basis=scored.prior.basis if scored.prior is not None else None,
     )
 
 

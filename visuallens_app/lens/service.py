@@ -147,6 +147,11 @@ class LensReport:
         """A sentence for above the list when none of the listed items has any photo evidence."""
         if not self.items or any(item.relates for item in self.items):
             return None
+        if self.lens.prior_basis is not None and self.lens.personal < 0.5:
+            return (
+                f"Nothing in your photos relates to {self.category}: these are its items "
+                f"ranked by {self.lens.prior_basis}, without photos behind them."
+            )
         return (
             f"Nothing in your photos relates to {self.category}: these are the catalog's "
             "items in the order your photos suggest, without photos behind them."
