@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,49 @@ def item_words(item: CatalogItem) -> frozenset[str]:
     return frozenset(_WORD.findall(item_text(item).casefold()))
 
 
+#: Bytes of a word (see ``_WORD``) kept, every other byte (any of a non-ASCII letter's) a space.
+_WORD_BYTES = bytes(
+    c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789-'\n" else 32 for c in range(256)
+)
+#: A "-" or "'" joins two word parts only between letters or digits; elsewhere it separates.
+_LOOSE_MARKS = (b"--", b"-'", b"'-", b"''")
+_EDGE_MARKS = tuple(
+    (edge, edge.replace(b"-", b" ").replace(b"'", b" "))
+    for edge in (b" -", b"- ", b"\n-", b"-\n", b" '", b"' ", b"\n'", b"'\n")
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ItemWords:
+    """The words of many items, as :func:`item_words` reads them, tokenised in one pass.
+
+    ``lines[i]`` holds item i's words separated by spaces. 100,000 items take a few bytes
+    operations over their joined texts instead of 100,000 regex scans.
+    """
+
+    lines: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (line.split() for line in self.lines)
+
+
+def items_words(items: Sequence[CatalogItem]) -> ItemWords:
+    """:func:`item_words` of every item (its words in order, repeats kept), in bulk."""
+    joined = "\n".join(item_text(it).replace("\n", " ") for it in items).casefold()
+    data = b" " + joined.encode("utf-8").translate(_WORD_BYTES) + b" "
+    if b"-" in data or b"'" in data:
+        while any(mark in data for mark in _LOOSE_MARKS):
+            for mark in _LOOSE_MARKS:
+                data = data.replace(mark, b"  ")
+        for edge, spaced in _EDGE_MARKS:
+            data = data.replace(edge, spaced)
+    lines = data.decode("ascii").split("\n")
+    return ItemWords(tuple(lines) if items else ())
+
+
 def _spellings(term: str) -> list[tuple[str, ...]]:
     """Per word of ``term``, the forms that count as a match (singular and plural)."""
     return [
@@ -264,9 +307,19 @@ def term_in(term: str, words: frozenset[str]) -> bool:
 
 
 def lexical_matches(
-    terms: Sequence[str], word_sets: Sequence[frozenset[str]]
+    terms: Sequence[str], word_sets: Sequence[frozenset[str]] | ItemWords
 ) -> NDArray[np.float32]:
-    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`).
+    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`)."""
+    rows, cols = lexical_hits(terms, word_sets)
+    out = np.zeros((len(word_sets), len(terms)), dtype=np.float32)
+    out[rows, cols] = 1.0
+    return out
+
+
+def lexical_hits(
+    terms: Sequence[str], word_sets: Sequence[Collection[str]] | ItemWords
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """(rows, cols): candidate ``rows[n]``'s words contain term ``cols[n]`` (see :func:`term_in`).
 
     Linear in the candidates: each candidate's words meet the terms' spellings in one set
     intersection, and only the terms one of its words spells are checked further.
@@ -279,7 +332,8 @@ def lexical_matches(
             for form in forms:
                 index.setdefault(form, []).append((j, position))
     spellings = frozenset(index)
-    out = np.zeros((len(word_sets), len(terms)), dtype=np.float32)
+    rows: list[int] = []
+    cols: list[int] = []
     for i, words in enumerate(word_sets):
         hits = spellings.intersection(words)
         if not hits:
@@ -290,8 +344,9 @@ def lexical_matches(
                 found.setdefault(j, set()).add(position)
         for j, positions in found.items():
             if len(positions) == len(spelled[j]):
-                out[i, j] = 1.0
-    return out
+                rows.append(i)
+                cols.append(j)
+    return np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
 
 
 def candidate_term_affinity(
@@ -326,13 +381,52 @@ def _by_modality(
 
 
 @dataclass(frozen=True, eq=False)
+class TermContributions:
+    """Each aspect term's share of a candidate's aspect score, computed for the rows asked for.
+
+    The aspect score of all m candidates needs only their row sums (a matrix-vector product),
+    so the (m, V) matrix of shares is never built: 100,000 candidates x 791 terms would be
+    316 MB per question. :meth:`rows` gives the listed candidates' shares.
+    """
+
+    vocabulary_size: int
+    active: NDArray[np.intp]  # terms with a weight in the profile
+    weights: NDArray[np.float32]  # (a,) their weights
+    text: NDArray[np.float32]  # (m, d) candidates' text vectors
+    term_vectors: NDArray[np.float32]  # (a, d) the active terms' vectors
+    mean_affinity: NDArray[np.float32]  # (a,) mean cosine of the candidates to each term
+    semantic_scale: float  # 1 / std of the semantic row sums (times its share)
+    hit_rows: NDArray[np.intp]  # literal matches: candidate hit_rows[n] holds term hit_cols[n]
+    hit_cols: NDArray[np.intp]
+    lexical_mean: NDArray[np.float32]  # (a,) mean weighted literal match per term
+    lexical_scale: float  # 1 / std of the literal row sums times its share; 0: no literal part
+
+    def rows(self, rows: Sequence[int] | NDArray[np.integer[Any]]) -> NDArray[np.float32]:
+        """(len(rows), V) the terms' shares of these candidates' aspect scores."""
+        rows = np.asarray(rows, dtype=np.intp)
+        affinity = self.text[rows] @ self.term_vectors.T - self.mean_affinity[None, :]
+        part = (affinity * self.weights[None, :]).astype(np.float32) * self.semantic_scale
+        if self.lexical_scale:
+            position = np.full(len(self.text), -1, dtype=np.intp)
+            position[rows] = np.arange(len(rows))
+            at = position[self.hit_rows]
+            mine = at >= 0
+            lexical = np.zeros_like(part)
+            lexical[at[mine], self.hit_cols[mine]] = self.weights[self.hit_cols[mine]]
+            part += (lexical - self.lexical_mean[None, :]) * self.lexical_scale
+        out = np.zeros((len(rows), self.vocabulary_size), dtype=np.float32)
+        out[:, self.active] = part
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class MatchComponents:
     """The three standardised components (each (m,)) plus what the explanations reuse."""
 
     profile: NDArray[np.float32]
     aspects: NDArray[np.float32]
     evidence: NDArray[np.float32]
-    term_contributions: NDArray[np.float32] | None  # (m, V) aspect terms' share of ``aspects``
+    term_contributions: TermContributions | None  # aspect terms' shares of ``aspects``
 
     def total(self, weights: MatchWeights) -> NDArray[np.float32]:
         out: NDArray[np.float32] = (
@@ -354,7 +448,7 @@ def match_components(
     aspect_weights: NDArray[np.float32] | None = None,
     term_vectors: NDArray[np.float32] | None = None,
     terms: Sequence[str] = (),
-    item_word_sets: Sequence[frozenset[str]] = (),
+    item_word_sets: Sequence[frozenset[str]] | ItemWords = (),
     photo_weights: NDArray[np.float32] | None = None,
     use_evidence: bool = True,
     evidence_k: int = EVIDENCE_K,
@@ -370,7 +464,8 @@ def match_components(
         The aspect profile (V,), the vocabulary's vectors (V, d) and words; without them the
         aspect component is zero.
     item_word_sets
-        :func:`item_words` per candidate, for literal aspect matches (empty: embedding only).
+        :func:`item_words` per candidate (or :func:`items_words` of all), for literal aspect
+        matches (empty: embedding only).
     photo_weights
         Relevance of each retrieved photo (mean 1) in the profile vector; None: uniform.
     photo_reliability
@@ -396,37 +491,90 @@ def match_components(
     evidence = zeros
     if use_evidence:
         k = min(evidence_k, len(photo_vectors))
-        text_near = _top_mean(_shrunk(photo_vectors @ items.text.T, photo_reliability), k)
+        text_near = _nearest_mean(photo_vectors, items.text, photo_reliability, k)
         image_near = (
-            _top_mean(_shrunk(photo_vectors @ items.image.T, photo_reliability), k)
-            if with_image
-            else None
+            _nearest_mean(photo_vectors, items.image, photo_reliability, k) if with_image else None
         )
         evidence = _by_modality(text_near, image_near, items.has_image)
 
     aspects = zeros
     contributions = None
     if aspect_weights is not None and term_vectors is not None and aspect_weights.any():
-        active = np.flatnonzero(aspect_weights)
-        affinity = candidate_term_affinity(term_vectors[active], items)  # (m, a)
-        semantic = affinity * aspect_weights[active][None, :]
-        sem_total = semantic.sum(axis=1)
-        sem_std = float(sem_total.std()) or 1.0
-        contrib = semantic / sem_std
-        if item_word_sets and terms:
-            lexical = (
-                lexical_matches([terms[int(t)] for t in active], item_word_sets)
-                * aspect_weights[active][None, :]
-            )
-            lex_total = lexical.sum(axis=1)
-            lex_std = float(lex_total.std())
-            if lex_std > 1e-8:
-                lexical_part = (lexical - lexical.mean(axis=0, keepdims=True)) / lex_std
-                contrib = (1 - LEXICAL_SHARE) * contrib + LEXICAL_SHARE * lexical_part
-        aspects = standardise(contrib.sum(axis=1))
-        contributions = np.zeros((m, len(aspect_weights)), dtype=np.float32)
-        contributions[:, active] = contrib
+        aspects, contributions = _aspect_scores(
+            items, aspect_weights, term_vectors, terms, item_word_sets
+        )
     return MatchComponents(profile, aspects, evidence, contributions)
+
+
+def _aspect_scores(
+    items: ItemVectors,
+    aspect_weights: NDArray[np.float32],
+    term_vectors: NDArray[np.float32],
+    terms: Sequence[str],
+    item_word_sets: Sequence[frozenset[str]] | ItemWords,
+) -> tuple[NDArray[np.float32], TermContributions]:
+    """The aspect component: the profile's terms vs each candidate's text, semantic and literal.
+
+    Per candidate, the sum over active terms t of w_t x (its cosine to t minus the candidates'
+    mean cosine to t), which is one matrix-vector product; plus, with word sets, the sum of
+    w_t over the terms its words spell, centred. Each part is scaled by its std across the
+    candidates, the two are mixed by :data:`LEXICAL_SHARE`, and the sum is standardised.
+    """
+    m = len(items)
+    active = np.flatnonzero(aspect_weights)
+    weights = aspect_weights[active].astype(np.float32)
+    vectors = term_vectors[active]
+    semantic = items.text @ (vectors.T @ weights)
+    semantic = (semantic - semantic.mean()).astype(np.float32)
+    semantic_scale = 1.0 / (float(semantic.std()) or 1.0)
+    total = semantic * semantic_scale
+    rows = cols = np.zeros(0, dtype=np.intp)
+    lexical_mean = np.zeros(len(active), dtype=np.float32)
+    lexical_scale = 0.0
+    if len(item_word_sets) and len(terms):
+        rows, cols = lexical_hits([terms[int(t)] for t in active], item_word_sets)
+        lexical = np.bincount(rows, weights=weights[cols], minlength=m).astype(np.float32)
+        lexical_std = float(lexical.std())
+        if lexical_std > 1e-8:
+            lexical_mean = (np.bincount(cols, minlength=len(active)) * weights / m).astype(
+                np.float32
+            )
+            semantic_scale *= 1 - LEXICAL_SHARE
+            lexical_scale = LEXICAL_SHARE / lexical_std
+            total = (1 - LEXICAL_SHARE) * total + (lexical - lexical.mean()) * lexical_scale
+    contributions = TermContributions(
+        vocabulary_size=len(aspect_weights),
+        active=active,
+        weights=weights,
+        text=items.text,
+        term_vectors=vectors,
+        mean_affinity=(items.text.mean(axis=0) @ vectors.T).astype(np.float32),
+        semantic_scale=semantic_scale,
+        hit_rows=rows,
+        hit_cols=cols,
+        lexical_mean=lexical_mean,
+        lexical_scale=lexical_scale,
+    )
+    return standardise(total), contributions
+
+
+#: Candidates per block when comparing them with every retrieved photo: a (256, 100,000)
+#: matrix of cosines, shrunk and partitioned, would be several 100 MB copies.
+_BLOCK = 8192
+
+
+def _nearest_mean(
+    photo_vectors: NDArray[np.float32],
+    candidates: NDArray[np.float32],
+    reliability: NDArray[np.float32] | None,
+    k: int,
+) -> NDArray[np.float32]:
+    """(m,) mean of each candidate's ``k`` largest (shrunk) cosines to the retrieved photos."""
+    out = np.empty(len(candidates), dtype=np.float32)
+    for start in range(0, len(candidates), _BLOCK):
+        block = photo_vectors @ candidates[start : start + _BLOCK].T
+        out[start : start + _BLOCK] = _top_mean(_shrunk(block, reliability), k)
+    return out
 
 
 def _shrunk(

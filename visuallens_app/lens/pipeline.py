@@ -46,7 +46,7 @@ from visuallens_app.lens.matching import (
     MatchWeights,
     candidate_term_affinity,
     embed_items,
-    item_words,
+    items_words,
     match_components,
     shipped_match_weights,
 )
@@ -396,7 +396,7 @@ def _score(
         aspect_weights=profile,
         term_vectors=space.vectors if space is not None else None,
         terms=space.terms if space is not None else (),
-        item_word_sets=[item_words(c) for c in candidates] if profile is not None else (),
+        item_word_sets=items_words(candidates) if profile is not None else (),
         photo_weights=photo_weights,
         use_evidence=config.use_evidence,
         photo_reliability=reliability[retrieved] if reliability is not None else None,
@@ -441,6 +441,8 @@ def _result(
         if scored.space is not None and len(retrieved)
         else None
     )
+    shares = scored.components.term_contributions
+    contributions = shares.rows(order) if shares is not None else None  # the listed rows only
     recommendations = tuple(
         Recommendation(
             item=candidates[int(c)],
@@ -450,9 +452,7 @@ def _result(
             )
             if len(retrieved)
             else (),
-            aspects=matched_aspects(
-                terms, scored.components.term_contributions, int(c), config.explain_aspects
-            ),
+            aspects=matched_aspects(terms, contributions, col, config.explain_aspects),
         )
         for col, c in enumerate(order)
     )
