@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from visuallens_app.jobs import CancelToken, Job, ProgressMeter, run_to_end
 from visuallens_app.lens.catalog import CatalogItem
 from visuallens_app.lens.history import (
     ITEM_VECTORS,
@@ -155,7 +156,34 @@ def embed_items(
 
     An image that cannot be read is skipped (the item falls back to text if none can be read);
     it is not an error, since catalogs come from anywhere. ``hashes`` are the items'
-    :func:`item_hash` when the caller has them already.
+    :func:`item_hash` when the caller has them already. :func:`embed_items_job` is the same
+    with progress and a cancel.
+    """
+    return run_to_end(embed_items_job(items, encoder, db=db, hashes=hashes))
+
+
+#: Item descriptions embedded per batch: a progress step (and a cancel check) every second or
+#: two on a laptop CPU, and what a cancel keeps is saved batch by batch.
+ITEM_BATCH = 64
+#: Progress stage of embedding catalog items the library has not seen before.
+EMBED_STAGE = "catalog"
+
+
+def embed_items_job(
+    items: Sequence[CatalogItem],
+    encoder: Encoder,
+    *,
+    db: Any | None = None,
+    hashes: Sequence[str] | None = None,
+    cancel: CancelToken | None = None,
+) -> Job[ItemVectors]:
+    """:func:`embed_items` as a long job: yields Progress (stage :data:`EMBED_STAGE`, unit
+    "descriptions") while items the store has no vectors for are embedded, which for a large
+    catalog's first question is minutes; cached items cost no step.
+
+    Descriptions are embedded shortest first in batches of :data:`ITEM_BATCH`, each saved to
+    the store as it is done, so a cancel (raising :class:`~visuallens_app.errors.Cancelled`
+    between batches) keeps every finished batch and the next run starts after them.
     """
     d = encoder.dim
     m = len(items)
@@ -166,66 +194,138 @@ def embed_items(
     todo = list(range(m))
     if db is not None and m:
         ensure_lens_tables(db)
-        found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        todo = _read_cached(db, items, hashes, encoder, text=text, image=image, has_image=has_image)
+    if not todo:
+        return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+    texts = {i: item_text(items[i]) for i in todo}
+    todo.sort(key=lambda i: len(texts[i]))  # a batch is padded to its longest text
+    with_images = [i for i in todo if items[i].images]
+    meter = ProgressMeter(len(todo), stage=EMBED_STAGE, unit="descriptions")
+    yield meter.progress(f"{len(todo):,} new to this library")
+    for start in range(0, len(todo), ITEM_BATCH):
+        if cancel is not None:
+            cancel.check()
+        batch = todo[start : start + ITEM_BATCH]
+        text[batch] = encode_texts_cached(encoder, [texts[i] for i in batch])
+        # An item with images is saved once its images are embedded too (below).
+        done = [i for i in batch if not items[i].images]
+        _save_items(
+            db, items, hashes, encoder, text=text, image=image, has_image=has_image, rows=done
+        )
+        meter.advance(len(batch))
+        yield meter.progress()
+    if with_images:
+        counts: dict[int, int] = {}
+        meter = ProgressMeter(len(with_images), stage=EMBED_STAGE, unit="items with images")
+        for n, i in enumerate(with_images, start=1):
+            if cancel is not None:
+                cancel.check()
+            vec, counts[i] = _image_mean(items[i].images, encoder)
+            if vec is not None:
+                image[i], has_image[i] = vec, True
+            _save_items(
+                db,
+                items,
+                hashes,
+                encoder,
+                text=text,
+                image=image,
+                has_image=has_image,
+                rows=[i],
+                counts=counts,
+            )
+            meter.advance()
+            if meter.due() or n == len(with_images):
+                yield meter.progress()
+    return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+
+
+def _read_cached(
+    db: Any,
+    items: Sequence[CatalogItem],
+    hashes: Sequence[str],
+    encoder: Encoder,
+    *,
+    text: NDArray[np.float32],
+    image: NDArray[np.float32],
+    has_image: NDArray[np.bool_],
+) -> list[int]:
+    """Fill the rows the store has vectors for (same id and content); the rest's indices."""
+    d = encoder.dim
+    m = len(items)
+    select = f"SELECT item_id, item_hash, text_vector, image_vector FROM {ITEM_VECTORS} "
+    found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+    stored = int(db.execute(f"SELECT count(*) FROM {ITEM_VECTORS}").fetchone()[0])
+    if stored <= 2 * m:
+        # Most of the cache is these items: one scan reads it at half the cost of lookups.
+        rows = db.execute(select + "WHERE encoder_id = ?", [encoder.id])
+        found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+    else:
         for start in range(0, m, 400):
             chunk = items[start : start + 400]
             marks = ",".join("?" * len(chunk))
             for row in db.execute(
-                f"SELECT item_id, item_hash, text_vector, image_vector FROM {ITEM_VECTORS} "
-                f"WHERE encoder_id = ? AND item_id IN ({marks})",
+                select + f"WHERE encoder_id = ? AND item_id IN ({marks})",
                 [encoder.id, *(it.id for it in chunk)],
             ):
                 found[(row[0], row[1])] = (row[2], row[3])
-        todo = []
-        rows: list[int] = []
-        text_blobs: list[bytes] = []
-        image_rows: list[int] = []
-        image_blobs: list[bytes] = []
-        for i, item in enumerate(items):
-            hit = found.get((item.id, hashes[i]))
-            if hit is None or len(hit[0]) != 4 * d:
-                todo.append(i)
-                continue
-            rows.append(i)
-            text_blobs.append(hit[0])
-            if hit[1] and len(hit[1]) == 4 * d:
-                image_rows.append(i)
-                image_blobs.append(hit[1])
-        # One conversion per matrix, not one per item: 100,000 cached items in milliseconds.
-        if rows:
-            text[rows] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
-        if image_rows:
-            image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(
-                -1, d
-            )
-            has_image[image_rows] = True
-    if todo:
-        text[todo] = encode_texts_cached(encoder, [item_text(items[i]) for i in todo])
-        counts = {}
-        for i in todo:
-            vec, n = _image_mean(items[i].images, encoder)
-            counts[i] = n
-            if vec is not None:
-                image[i], has_image[i] = vec, True
-        if db is not None:
-            with db.atomic():
-                db.conn.executemany(
-                    f"INSERT OR REPLACE INTO {ITEM_VECTORS} "
-                    "(item_id, item_hash, encoder_id, text_vector, image_vector, n_images) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            items[i].id,
-                            hashes[i],
-                            encoder.id,
-                            text[i].tobytes(),
-                            image[i].tobytes() if has_image[i] else b"",
-                            counts[i],
-                        )
-                        for i in todo
-                    ],
+    todo = []
+    rows_found: list[int] = []
+    text_blobs: list[bytes] = []
+    image_rows: list[int] = []
+    image_blobs: list[bytes] = []
+    for i, item in enumerate(items):
+        hit = found.get((item.id, hashes[i]))
+        if hit is None or len(hit[0]) != 4 * d:
+            todo.append(i)
+            continue
+        rows_found.append(i)
+        text_blobs.append(hit[0])
+        if hit[1] and len(hit[1]) == 4 * d:
+            image_rows.append(i)
+            image_blobs.append(hit[1])
+    # One conversion per matrix, not one per item: 100,000 cached items in milliseconds.
+    if rows_found:
+        text[rows_found] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
+    if image_rows:
+        image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(-1, d)
+        has_image[image_rows] = True
+    return todo
+
+
+def _save_items(
+    db: Any | None,
+    items: Sequence[CatalogItem],
+    hashes: Sequence[str],
+    encoder: Encoder,
+    *,
+    text: NDArray[np.float32],
+    image: NDArray[np.float32],
+    has_image: NDArray[np.bool_],
+    rows: Sequence[int],
+    counts: dict[int, int] | None = None,
+) -> None:
+    """Write ``rows``' vectors to the store's item cache (``counts``: images read per row)."""
+    counts = counts or {}
+    if db is None or not rows:
+        return
+    with db.atomic():
+        db.conn.executemany(
+            f"INSERT OR REPLACE INTO {ITEM_VECTORS} "
+            "(item_id, item_hash, encoder_id, text_vector, image_vector, n_images) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    items[i].id,
+                    hashes[i],
+                    encoder.id,
+                    text[i].tobytes(),
+                    image[i].tobytes() if has_image[i] else b"",
+                    counts.get(i, 0),
                 )
-    return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+                for i in rows
+            ],
+        )
 
 
 def _image_mean(paths: Sequence[Path], encoder: Encoder) -> tuple[NDArray[np.float32] | None, int]:

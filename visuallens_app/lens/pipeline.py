@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visuallens_app.errors import CatalogError, NotEnoughHistoryError
-from visuallens_app.jobs import CancelToken
+from visuallens_app.jobs import CancelToken, Job, run_to_end
 from visuallens_app.lens.aspects import (
     AspectSpace,
     Captioner,
@@ -613,15 +613,23 @@ class Recommender:
         return self.library().history
 
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
-        from visuallens_app.lens.matching import item_hash
+        return run_to_end(self.item_vectors_job(items))
+
+    def item_vectors_job(
+        self, items: Sequence[CatalogItem], cancel: CancelToken | None = None
+    ) -> Job[ItemVectors]:
+        """:meth:`item_vectors` as a long job: progress while items new to the library are
+        embedded (minutes for a large catalog's first question), cancellable between batches."""
+        from visuallens_app.lens.matching import embed_items_job, item_hash
 
         hashes = [item_hash(it) for it in items]
         key = tuple(f"{it.id}\0{h}" for it, h in zip(items, hashes, strict=True))
         cached = self._items.get(key)
         if cached is None:
-            cached = self._items[key] = embed_items(
-                items, self.encoder, db=self.store.db, hashes=hashes
+            cached = yield from embed_items_job(
+                items, self.encoder, db=self.store.db, hashes=hashes, cancel=cancel
             )
+            self._items[key] = cached
         return cached
 
     def recommend(
