@@ -191,6 +191,35 @@ def test_derived_ids_are_unique(tmp_path: Path) -> None:
     assert len(loaded.catalog.in_category("COFFEE SHOP")) == 3
 
 
+def test_derived_ids_read_the_same_for_plain_and_accented_names(tmp_path: Path) -> None:
+    names = ["Bar  No. 5!", "__Beer__Garden--", "Crème brûlée", "東京 カフェ", "?!", "K2 & co"]
+    folder = write_jsonl(tmp_path / "cat", [item(name=n, category="Bar & Pub") for n in names])
+    assert [i.id for i in load_catalog(folder).catalog.items] == [
+        "bar-pub/bar-no-5",
+        "bar-pub/beer-garden",
+        "bar-pub/creme-brulee",
+        "bar-pub/東京-カフェ",
+        "bar-pub/item",
+        "bar-pub/k2-co",
+    ]
+
+
+def test_a_lone_surrogate_is_refused_wherever_it_is_spelled(tmp_path: Path) -> None:
+    # Lines without any \\u escape skip the search for lone surrogates; escaped ones never do.
+    folder = write_jsonl(
+        tmp_path / "cat",
+        [
+            item(name="plain", category="bar", tags=["quiet"]),
+            '{"name": "caf\\u00e9", "category": "bar", "description": "ok \\u00e9"}',
+            '{"name": "t", "category": "bar", "description": "d", "url": "\\udbff"}',
+            '{"name": "u", "category": "bar", "tags": ["fine", "\\ud800x"]}',
+        ],
+    )
+    loaded = load_catalog(folder)
+    assert [i.name for i in loaded.catalog.items] == ["plain", "café"]
+    assert [(p.line, p.field) for p in loaded.problems] == [(3, "url"), (4, "tags")]
+
+
 def test_csv_export_with_bom_aliases_and_list_cells(tmp_path: Path) -> None:
     folder = tmp_path / "csvcat"
     (folder / "img").mkdir(parents=True)

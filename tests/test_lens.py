@@ -551,3 +551,56 @@ def test_explanations_leave_out_evidence_far_weaker_than_the_best() -> None:
         ["espresso", "tennis racket", "latte art"], np.array([[1.1, 0.05, 0.8]], np.float32), 0
     )
     assert [w for w, _ in words] == ["espresso", "latte art"]
+
+
+def test_bulk_item_words_read_each_item_as_it_reads_alone() -> None:
+    from visuallens_app.lens.matching import item_words, items_words
+
+    texts = [
+        "Wood-fired oven, 'quoted' words -- and a trailing-",
+        "Café ﬁne STRASSE: rock'n'roll ''twice'' - - x-'y",
+        "",
+        "line\nbreak in a description",
+    ]
+    items = [
+        CatalogItem(id=str(i), name="N", category="c", description=t, tags=("Tag-",))
+        for i, t in enumerate(texts)
+    ]
+    bulk = items_words(items)
+    assert [frozenset(words) for words in bulk] == [item_words(it) for it in items]
+    assert "wood-fired" in next(iter(bulk))
+    assert "fine" in list(bulk)[1]
+
+
+def test_aspect_shares_of_the_listed_items_add_up_to_their_aspect_scores() -> None:
+    from visuallens_app.lens.history import standardise
+    from visuallens_app.lens.matching import items_words, match_components
+
+    rng = np.random.default_rng(0)
+    terms = ["latte art", "espresso", "books", "garden", "quiet"]
+    texts = ["latte art and espresso", "a book cafe, quiet", "garden seats", "espresso bar"] * 5
+    items = [
+        CatalogItem(id=str(i), name="x", category="c", description=t) for i, t in enumerate(texts)
+    ]
+    vectors = rng.normal(size=(len(items), 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    iv = ItemVectors(
+        tuple(it.id for it in items), vectors, np.zeros_like(vectors), np.zeros(len(items), bool)
+    )
+    weights = np.array([0.5, 0.3, 0.0, 0.2, 0.1], dtype=np.float32)
+    parts = match_components(
+        vectors[:3],
+        iv,
+        aspect_weights=weights,
+        term_vectors=rng.normal(size=(5, 16)).astype(np.float32),
+        terms=terms,
+        item_word_sets=items_words(items),
+    )
+    assert parts.term_contributions is not None
+    shares = parts.term_contributions.rows(np.arange(len(items)))
+    assert shares.shape == (len(items), len(terms))
+    assert not shares[:, 2].any()
+    np.testing.assert_allclose(standardise(shares.sum(axis=1)), parts.aspects, atol=1e-5)
+    # The literal part: "latte art" is spelled by the first text and not by the second.
+    assert shares[0, 0] > shares[1, 0]
+    np.testing.assert_allclose(parts.term_contributions.rows([3, 0]), shares[[3, 0]], atol=1e-6)

@@ -146,10 +146,16 @@ def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
 #: What a command interrupted at once (a second Ctrl-C) has kept, by command.
 CANCELLED_KEEPS = {
     "index": "every photo encoded before Ctrl-C is kept; run the same command again for the rest",
+    "recommend": "the item descriptions read before Ctrl-C are kept; run it again for the rest",
 }
 
 #: How a job's stages read on the progress bar.
-STAGE_LABELS = {"scan": "Scanning", "index": "Indexing", "sweep": "Tidying up"}
+STAGE_LABELS = {
+    "scan": "Scanning",
+    "index": "Indexing",
+    "sweep": "Tidying up",
+    "catalog": "Reading the catalog (once)",
+}
 
 
 def run_job(

@@ -10,6 +10,7 @@ from visuallens_app.cli.common import (
     add_common,
     add_vlm_option,
     emit,
+    interrupt_cancels,
     load_encoder,
     load_vlm,
     open_store,
@@ -170,8 +171,15 @@ def _reranker(args: argparse.Namespace) -> Any:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from visuallens_app.jobs import CancelToken
     from visuallens_app.lens.pipeline import Recommender, candidates_for
-    from visuallens_app.lens.service import NOTHING_RELATES, LensOptions, check_options, recommend
+    from visuallens_app.lens.service import (
+        NOTHING_RELATES,
+        LensOptions,
+        check_options,
+        prepare,
+        recommend,
+    )
     from visuallens_app.library.paths import display_path
     from visuallens_app.settings import Settings
 
@@ -184,7 +192,16 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     options = replace(options, captioner=_captioner(args), reranker=_reranker(args))
     encoder = load_encoder(args, quiet=args.json)
     with open_store(args) as store:
-        report = recommend(Recommender(store, encoder), catalog, args.category, options)
+        recommender = Recommender(store, encoder)
+        # A large catalog's first question embeds its descriptions: minutes, with a bar.
+        cancel = CancelToken()
+        with interrupt_cancels(cancel, "stopping after the descriptions being read"):
+            run_job(
+                prepare(recommender, catalog, args.category, cancel),
+                show=not args.json,
+                lines_when_piped=True,
+            )
+        report = recommend(recommender, catalog, args.category, options)
 
     def photo_line(path: Path, contribution: float, caption: str | None) -> str:
         line = f"      photo {display_path(path)}  ({contribution:+.3f})"

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import os
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from visuallens_app.lens.untrusted import (
     check_path_text,
     check_text,
     expand_home,
+    holds_surrogate,
     parse_json_line,
     shown,
 )
@@ -166,12 +168,18 @@ def slugify(text: str) -> str:
 
     Letters of any script are kept, so a name in Japanese still gets a readable id.
     """
-    if text.isascii():  # nothing to decompose (most names; a 100,000-item catalog loads faster)
-        stripped = text
-    else:
-        decomposed = unicodedata.normalize("NFKD", text)
-        stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if text.isascii():
+        # Nothing to decompose (most names): every run of non-alphanumerics becomes one "-",
+        # as the pattern below does, without a regex (a 100,000-item catalog loads faster).
+        runs = text.lower().encode("ascii").translate(_ASCII_NON_ALNUM).split(b"-")
+        return b"-".join(filter(None, runs)).decode("ascii")
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return re.sub(r"[\W_]+", "-", stripped.casefold()).strip("-")
+
+
+#: bytes.translate table: ASCII letters and digits kept, every other byte "-".
+_ASCII_NON_ALNUM = bytes(c if chr(c).isascii() and chr(c).isalnum() else 45 for c in range(256))
 
 
 def item_id(category: str, name: str) -> str:
@@ -231,12 +239,12 @@ def load_catalog(folder: Path, name: str | None = None) -> CatalogLoad:
     root = folder.resolve()
     drafts: list[_Draft] = []
     with collector_paused():
-        for line, record in records:
+        for line, record, suspect in records:
             if isinstance(record, CatalogProblem):
                 problems.append(record)
                 continue
             try:
-                drafts.append(_draft(line, record, root))
+                drafts.append(_draft(line, record, root, check=suspect))
             except _SkipLine as skip:
                 problems.append(skip.problem)
         items = _settle_ids(drafts, problems)
@@ -258,24 +266,38 @@ def _decode(raw: bytes, problems: list[CatalogProblem]) -> str:
         return raw.decode("cp1252", errors="replace")
 
 
-def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | CatalogProblem]]:
+#: JSON's own scanner (C), which ``json.loads`` wraps in a few Python calls per line.
+_scan_json: Callable[[str, int], tuple[object, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | CatalogProblem, bool]]:
+    """(line, record or problem, whether the line may spell a lone surrogate) per line."""
     # Not splitlines(): it also splits on U+2028 and friends, which JSON strings may contain.
     for number, line in enumerate(text.split("\n"), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        value: object
         try:
-            value = parse_json_line(stripped)
-        except BadLine as bad:
-            yield number, CatalogProblem(number, "", str(bad))
-            continue
+            value, end = _scan_json(stripped, 0)
+            if end != len(stripped):
+                raise ValueError("extra data")
+        except Exception:  # re-parsed below, for json.loads's own reason
+            try:
+                value = parse_json_line(stripped)
+            except BadLine as bad:
+                yield number, CatalogProblem(number, "", str(bad)), False
+                continue
         if not isinstance(value, dict):
-            yield number, CatalogProblem(number, "", "not a JSON object ({...})")
+            yield number, CatalogProblem(number, "", "not a JSON object ({...})"), False
             continue
-        yield number, value
+        # Decoded UTF-8 holds no surrogate: only a \u escape can spell one.
+        yield number, value, "\\u" in stripped
 
 
-def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | CatalogProblem]]:
+def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | CatalogProblem, bool]]:
+    """(line, record or problem, whether a value may hold a lone surrogate) per row."""
+    suspect = holds_surrogate(text)  # never, from a UTF-8 or cp1252 decode
     lines = text.split("\n")
     header_line = next((ln for ln in lines if ln.strip()), "")
     # Spreadsheets in many locales export with ";" (or tabs); the header line tells which.
@@ -290,20 +312,22 @@ def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, object] | Catalo
                 if header is None:
                     header = cells
                 else:
-                    yield start, dict(zip(header, cells, strict=False))
+                    yield start, dict(zip(header, cells, strict=False)), suspect
             start = reader.line_num + 1  # a quoted cell may span lines: the next row starts here
     except csv.Error as exc:
-        yield start, CatalogProblem(start, "", f"unreadable CSV from here on ({exc})")
+        yield start, CatalogProblem(start, "", f"unreadable CSV from here on ({exc})"), False
 
 
 def _fields(record: Mapping[str, object]) -> dict[str, object]:
     """Map the record's keys onto CatalogItem fields; a canonical key wins over its aliases."""
     out: dict[str, object] = {}
     for key, value in record.items():
-        target = FIELD_ALIASES.get(str(key).strip().casefold())
+        # Most files spell the keys as listed: one lookup, no casefolding.
+        name = key if key in FIELD_ALIASES else str(key).strip().casefold()
+        target = FIELD_ALIASES.get(name)
         if target is None or _is_empty(value):
             continue
-        if target not in out or str(key).strip().casefold() == target:
+        if target not in out or name == target:
             out[target] = value
     return out
 
@@ -312,20 +336,27 @@ def _is_empty(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
-def _text(line: int, name: str, value: object) -> str | None:
-    """The value as one line of text (whitespace collapsed); None when absent."""
+def _text(line: int, name: str, value: object, check: bool = True) -> str | None:
+    """The value as one line of text (whitespace collapsed); None when absent.
+
+    ``check`` False: the line cannot hold a lone surrogate, so none is looked for.
+    """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _SkipLine(CatalogProblem(line, name, "must be text"))
-    try:
-        return " ".join(check_text(str(value)).split()) or None
-    except BadLine as bad:  # what matching would fail to hash, refused here for everyone
-        raise _SkipLine(CatalogProblem(line, name, str(bad))) from None
+    if type(value) is not str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _SkipLine(CatalogProblem(line, name, "must be text"))
+        value = str(value)
+    if check:
+        try:
+            check_text(value)
+        except BadLine as bad:  # what matching would fail to hash, refused here for everyone
+            raise _SkipLine(CatalogProblem(line, name, str(bad))) from None
+    return " ".join(value.split()) or None
 
 
-def _required(line: int, name: str, value: object) -> str:
-    text = _text(line, name, value)
+def _required(line: int, name: str, value: object, check: bool = True) -> str:
+    text = _text(line, name, value, check)
     if text is None:
         raise _SkipLine(CatalogProblem(line, name, "missing"))
     return text
@@ -337,6 +368,10 @@ def _list(value: object, separators: re.Pattern[str]) -> list[str]:
     parts = separators.split(value) if isinstance(value, str) else value
     if not isinstance(parts, list | tuple):
         parts = [parts]
+    if all(type(part) is str for part in parts):  # the common case, in one pass of C loops
+        unique = dict.fromkeys([" ".join(str(part).split()) for part in parts])
+        unique.pop("", None)
+        return list(unique)
     seen: dict[str, None] = {}
     for part in parts:
         if isinstance(part, str | int | float) and not isinstance(part, bool):
@@ -401,18 +436,19 @@ MAX_DESCRIPTION_CHARS = 10_000
 MAX_NAME_CHARS = 300
 
 
-def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
+def _draft(line: int, record: Mapping[str, object], root: Path, *, check: bool = True) -> _Draft:
+    """Validate one record; ``check`` False when no value can hold a lone surrogate."""
     values = _fields(record)
-    name = _required(line, "name", values.get("name"))
-    category = _required(line, "category", values.get("category"))
+    name = _required(line, "name", values.get("name"), check)
+    category = _required(line, "category", values.get("category"), check)
     tags = _list(values.get("tags"), _TAG_SEPARATORS)
-    for tag in tags:
+    for tag in tags if check else ():
         try:
             check_text(tag)
         except BadLine as bad:
             raise _SkipLine(CatalogProblem(line, "tags", str(bad))) from None
     rating = _rating(line, values.get("rating"))
-    description = _text(line, "description", values.get("description"))
+    description = _text(line, "description", values.get("description"), check)
     cut: list[CatalogProblem] = []
     if description and len(description) > MAX_DESCRIPTION_CHARS:
         # A 48 MB description made recommend peak at 7.8 GB: the encoders read ~256 tokens.
@@ -426,10 +462,10 @@ def _draft(line: int, record: Mapping[str, object], root: Path) -> _Draft:
     if not description:
         # A text encoder needs something to match; the tags say more than the name alone.
         description = f"{name}: {', '.join(tags)}" if tags else name
-    url = _text(line, "url", values.get("url"))
-    explicit_id = _text(line, "id", values.get("id"))
+    url = _text(line, "url", values.get("url"), check)
+    explicit_id = _text(line, "id", values.get("id"), check)
     image_problems: list[CatalogProblem] = []
-    images = _images(line, values.get("images"), root, image_problems)
+    images = _images(line, values.get("images"), root, image_problems) if "images" in values else []
     return _Draft(
         line=line,
         id=explicit_id or None,
@@ -459,11 +495,15 @@ def _settle_ids(drafts: list[_Draft], problems: list[CatalogProblem]) -> list[Ca
             taken[draft.id] = draft.line
             kept.append(draft)
     items: list[CatalogItem] = []
+    category_slugs: dict[str, str] = {}  # a catalog has few categories and many items
     for draft in kept:
         problems.extend(draft.problems)
         ident = draft.id
         if ident is None:
-            base = item_id(draft.category, draft.name)
+            slug = category_slugs.get(draft.category)
+            if slug is None:
+                slug = category_slugs[draft.category] = slugify(draft.category) or "item"
+            base = f"{slug}/{slugify(draft.name) or 'item'}"
             ident, suffix = base, 2
             while ident in taken:
                 ident, suffix = f"{base}-{suffix}", suffix + 1

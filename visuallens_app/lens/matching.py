@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from visuallens_app.jobs import CancelToken, Job, ProgressMeter, run_to_end
 from visuallens_app.lens.catalog import CatalogItem
 from visuallens_app.lens.history import (
     ITEM_VECTORS,
@@ -155,7 +156,34 @@ def embed_items(
 
     An image that cannot be read is skipped (the item falls back to text if none can be read);
     it is not an error, since catalogs come from anywhere. ``hashes`` are the items'
-    :func:`item_hash` when the caller has them already.
+    :func:`item_hash` when the caller has them already. :func:`embed_items_job` is the same
+    with progress and a cancel.
+    """
+    return run_to_end(embed_items_job(items, encoder, db=db, hashes=hashes))
+
+
+#: Item descriptions embedded per batch: a progress step (and a cancel check) every second or
+#: two on a laptop CPU, and what a cancel keeps is saved batch by batch.
+ITEM_BATCH = 64
+#: Progress stage of embedding catalog items the library has not seen before.
+EMBED_STAGE = "catalog"
+
+
+def embed_items_job(
+    items: Sequence[CatalogItem],
+    encoder: Encoder,
+    *,
+    db: Any | None = None,
+    hashes: Sequence[str] | None = None,
+    cancel: CancelToken | None = None,
+) -> Job[ItemVectors]:
+    """:func:`embed_items` as a long job: yields Progress (stage :data:`EMBED_STAGE`, unit
+    "descriptions") while items the store has no vectors for are embedded, which for a large
+    catalog's first question is minutes; cached items cost no step.
+
+    Descriptions are embedded shortest first in batches of :data:`ITEM_BATCH`, each saved to
+    the store as it is done, so a cancel (raising :class:`~visuallens_app.errors.Cancelled`
+    between batches) keeps every finished batch and the next run starts after them.
     """
     d = encoder.dim
     m = len(items)
@@ -166,66 +194,138 @@ def embed_items(
     todo = list(range(m))
     if db is not None and m:
         ensure_lens_tables(db)
-        found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        todo = _read_cached(db, items, hashes, encoder, text=text, image=image, has_image=has_image)
+    if not todo:
+        return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+    texts = {i: item_text(items[i]) for i in todo}
+    todo.sort(key=lambda i: len(texts[i]))  # a batch is padded to its longest text
+    with_images = [i for i in todo if items[i].images]
+    meter = ProgressMeter(len(todo), stage=EMBED_STAGE, unit="descriptions")
+    yield meter.progress(f"{len(todo):,} new to this library")
+    for start in range(0, len(todo), ITEM_BATCH):
+        if cancel is not None:
+            cancel.check()
+        batch = todo[start : start + ITEM_BATCH]
+        text[batch] = encode_texts_cached(encoder, [texts[i] for i in batch])
+        # An item with images is saved once its images are embedded too (below).
+        done = [i for i in batch if not items[i].images]
+        _save_items(
+            db, items, hashes, encoder, text=text, image=image, has_image=has_image, rows=done
+        )
+        meter.advance(len(batch))
+        yield meter.progress()
+    if with_images:
+        counts: dict[int, int] = {}
+        meter = ProgressMeter(len(with_images), stage=EMBED_STAGE, unit="items with images")
+        for n, i in enumerate(with_images, start=1):
+            if cancel is not None:
+                cancel.check()
+            vec, counts[i] = _image_mean(items[i].images, encoder)
+            if vec is not None:
+                image[i], has_image[i] = vec, True
+            _save_items(
+                db,
+                items,
+                hashes,
+                encoder,
+                text=text,
+                image=image,
+                has_image=has_image,
+                rows=[i],
+                counts=counts,
+            )
+            meter.advance()
+            if meter.due() or n == len(with_images):
+                yield meter.progress()
+    return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+
+
+def _read_cached(
+    db: Any,
+    items: Sequence[CatalogItem],
+    hashes: Sequence[str],
+    encoder: Encoder,
+    *,
+    text: NDArray[np.float32],
+    image: NDArray[np.float32],
+    has_image: NDArray[np.bool_],
+) -> list[int]:
+    """Fill the rows the store has vectors for (same id and content); the rest's indices."""
+    d = encoder.dim
+    m = len(items)
+    select = f"SELECT item_id, item_hash, text_vector, image_vector FROM {ITEM_VECTORS} "
+    found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+    stored = int(db.execute(f"SELECT count(*) FROM {ITEM_VECTORS}").fetchone()[0])
+    if stored <= 2 * m:
+        # Most of the cache is these items: one scan reads it at half the cost of lookups.
+        rows = db.execute(select + "WHERE encoder_id = ?", [encoder.id])
+        found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+    else:
         for start in range(0, m, 400):
             chunk = items[start : start + 400]
             marks = ",".join("?" * len(chunk))
             for row in db.execute(
-                f"SELECT item_id, item_hash, text_vector, image_vector FROM {ITEM_VECTORS} "
-                f"WHERE encoder_id = ? AND item_id IN ({marks})",
+                select + f"WHERE encoder_id = ? AND item_id IN ({marks})",
                 [encoder.id, *(it.id for it in chunk)],
             ):
                 found[(row[0], row[1])] = (row[2], row[3])
-        todo = []
-        rows: list[int] = []
-        text_blobs: list[bytes] = []
-        image_rows: list[int] = []
-        image_blobs: list[bytes] = []
-        for i, item in enumerate(items):
-            hit = found.get((item.id, hashes[i]))
-            if hit is None or len(hit[0]) != 4 * d:
-                todo.append(i)
-                continue
-            rows.append(i)
-            text_blobs.append(hit[0])
-            if hit[1] and len(hit[1]) == 4 * d:
-                image_rows.append(i)
-                image_blobs.append(hit[1])
-        # One conversion per matrix, not one per item: 100,000 cached items in milliseconds.
-        if rows:
-            text[rows] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
-        if image_rows:
-            image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(
-                -1, d
-            )
-            has_image[image_rows] = True
-    if todo:
-        text[todo] = encode_texts_cached(encoder, [item_text(items[i]) for i in todo])
-        counts = {}
-        for i in todo:
-            vec, n = _image_mean(items[i].images, encoder)
-            counts[i] = n
-            if vec is not None:
-                image[i], has_image[i] = vec, True
-        if db is not None:
-            with db.atomic():
-                db.conn.executemany(
-                    f"INSERT OR REPLACE INTO {ITEM_VECTORS} "
-                    "(item_id, item_hash, encoder_id, text_vector, image_vector, n_images) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            items[i].id,
-                            hashes[i],
-                            encoder.id,
-                            text[i].tobytes(),
-                            image[i].tobytes() if has_image[i] else b"",
-                            counts[i],
-                        )
-                        for i in todo
-                    ],
+    todo = []
+    rows_found: list[int] = []
+    text_blobs: list[bytes] = []
+    image_rows: list[int] = []
+    image_blobs: list[bytes] = []
+    for i, item in enumerate(items):
+        hit = found.get((item.id, hashes[i]))
+        if hit is None or len(hit[0]) != 4 * d:
+            todo.append(i)
+            continue
+        rows_found.append(i)
+        text_blobs.append(hit[0])
+        if hit[1] and len(hit[1]) == 4 * d:
+            image_rows.append(i)
+            image_blobs.append(hit[1])
+    # One conversion per matrix, not one per item: 100,000 cached items in milliseconds.
+    if rows_found:
+        text[rows_found] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
+    if image_rows:
+        image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(-1, d)
+        has_image[image_rows] = True
+    return todo
+
+
+def _save_items(
+    db: Any | None,
+    items: Sequence[CatalogItem],
+    hashes: Sequence[str],
+    encoder: Encoder,
+    *,
+    text: NDArray[np.float32],
+    image: NDArray[np.float32],
+    has_image: NDArray[np.bool_],
+    rows: Sequence[int],
+    counts: dict[int, int] | None = None,
+) -> None:
+    """Write ``rows``' vectors to the store's item cache (``counts``: images read per row)."""
+    counts = counts or {}
+    if db is None or not rows:
+        return
+    with db.atomic():
+        db.conn.executemany(
+            f"INSERT OR REPLACE INTO {ITEM_VECTORS} "
+            "(item_id, item_hash, encoder_id, text_vector, image_vector, n_images) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    items[i].id,
+                    hashes[i],
+                    encoder.id,
+                    text[i].tobytes(),
+                    image[i].tobytes() if has_image[i] else b"",
+                    counts.get(i, 0),
                 )
-    return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+                for i in rows
+            ],
+        )
 
 
 def _image_mean(paths: Sequence[Path], encoder: Encoder) -> tuple[NDArray[np.float32] | None, int]:
@@ -249,6 +349,49 @@ def item_words(item: CatalogItem) -> frozenset[str]:
     return frozenset(_WORD.findall(item_text(item).casefold()))
 
 
+#: Bytes of a word (see ``_WORD``) kept, every other byte (any of a non-ASCII letter's) a space.
+_WORD_BYTES = bytes(
+    c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789-'\n" else 32 for c in range(256)
+)
+#: A "-" or "'" joins two word parts only between letters or digits; elsewhere it separates.
+_LOOSE_MARKS = (b"--", b"-'", b"'-", b"''")
+_EDGE_MARKS = tuple(
+    (edge, edge.replace(b"-", b" ").replace(b"'", b" "))
+    for edge in (b" -", b"- ", b"\n-", b"-\n", b" '", b"' ", b"\n'", b"'\n")
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ItemWords:
+    """The words of many items, as :func:`item_words` reads them, tokenised in one pass.
+
+    ``lines[i]`` holds item i's words separated by spaces. 100,000 items take a few bytes
+    operations over their joined texts instead of 100,000 regex scans.
+    """
+
+    lines: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (line.split() for line in self.lines)
+
+
+def items_words(items: Sequence[CatalogItem]) -> ItemWords:
+    """:func:`item_words` of every item (its words in order, repeats kept), in bulk."""
+    joined = "\n".join(item_text(it).replace("\n", " ") for it in items).casefold()
+    data = b" " + joined.encode("utf-8").translate(_WORD_BYTES) + b" "
+    if b"-" in data or b"'" in data:
+        while any(mark in data for mark in _LOOSE_MARKS):
+            for mark in _LOOSE_MARKS:
+                data = data.replace(mark, b"  ")
+        for edge, spaced in _EDGE_MARKS:
+            data = data.replace(edge, spaced)
+    lines = data.decode("ascii").split("\n")
+    return ItemWords(tuple(lines) if items else ())
+
+
 def _spellings(term: str) -> list[tuple[str, ...]]:
     """Per word of ``term``, the forms that count as a match (singular and plural)."""
     return [
@@ -264,9 +407,19 @@ def term_in(term: str, words: frozenset[str]) -> bool:
 
 
 def lexical_matches(
-    terms: Sequence[str], word_sets: Sequence[frozenset[str]]
+    terms: Sequence[str], word_sets: Sequence[frozenset[str]] | ItemWords
 ) -> NDArray[np.float32]:
-    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`).
+    """(m, len(terms)) 1.0 where candidate i's words contain term j (see :func:`term_in`)."""
+    rows, cols = lexical_hits(terms, word_sets)
+    out = np.zeros((len(word_sets), len(terms)), dtype=np.float32)
+    out[rows, cols] = 1.0
+    return out
+
+
+def lexical_hits(
+    terms: Sequence[str], word_sets: Sequence[Collection[str]] | ItemWords
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """(rows, cols): candidate ``rows[n]``'s words contain term ``cols[n]`` (see :func:`term_in`).
 
     Linear in the candidates: each candidate's words meet the terms' spellings in one set
     intersection, and only the terms one of its words spells are checked further.
@@ -279,7 +432,8 @@ def lexical_matches(
             for form in forms:
                 index.setdefault(form, []).append((j, position))
     spellings = frozenset(index)
-    out = np.zeros((len(word_sets), len(terms)), dtype=np.float32)
+    rows: list[int] = []
+    cols: list[int] = []
     for i, words in enumerate(word_sets):
         hits = spellings.intersection(words)
         if not hits:
@@ -290,8 +444,9 @@ def lexical_matches(
                 found.setdefault(j, set()).add(position)
         for j, positions in found.items():
             if len(positions) == len(spelled[j]):
-                out[i, j] = 1.0
-    return out
+                rows.append(i)
+                cols.append(j)
+    return np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
 
 
 def candidate_term_affinity(
@@ -326,13 +481,52 @@ def _by_modality(
 
 
 @dataclass(frozen=True, eq=False)
+class TermContributions:
+    """Each aspect term's share of a candidate's aspect score, computed for the rows asked for.
+
+    The aspect score of all m candidates needs only their row sums (a matrix-vector product),
+    so the (m, V) matrix of shares is never built: 100,000 candidates x 791 terms would be
+    316 MB per question. :meth:`rows` gives the listed candidates' shares.
+    """
+
+    vocabulary_size: int
+    active: NDArray[np.intp]  # terms with a weight in the profile
+    weights: NDArray[np.float32]  # (a,) their weights
+    text: NDArray[np.float32]  # (m, d) candidates' text vectors
+    term_vectors: NDArray[np.float32]  # (a, d) the active terms' vectors
+    mean_affinity: NDArray[np.float32]  # (a,) mean cosine of the candidates to each term
+    semantic_scale: float  # 1 / std of the semantic row sums (times its share)
+    hit_rows: NDArray[np.intp]  # literal matches: candidate hit_rows[n] holds term hit_cols[n]
+    hit_cols: NDArray[np.intp]
+    lexical_mean: NDArray[np.float32]  # (a,) mean weighted literal match per term
+    lexical_scale: float  # 1 / std of the literal row sums times its share; 0: no literal part
+
+    def rows(self, rows: Sequence[int] | NDArray[np.integer[Any]]) -> NDArray[np.float32]:
+        """(len(rows), V) the terms' shares of these candidates' aspect scores."""
+        rows = np.asarray(rows, dtype=np.intp)
+        affinity = self.text[rows] @ self.term_vectors.T - self.mean_affinity[None, :]
+        part = (affinity * self.weights[None, :]).astype(np.float32) * self.semantic_scale
+        if self.lexical_scale:
+            position = np.full(len(self.text), -1, dtype=np.intp)
+            position[rows] = np.arange(len(rows))
+            at = position[self.hit_rows]
+            mine = at >= 0
+            lexical = np.zeros_like(part)
+            lexical[at[mine], self.hit_cols[mine]] = self.weights[self.hit_cols[mine]]
+            part += (lexical - self.lexical_mean[None, :]) * self.lexical_scale
+        out = np.zeros((len(rows), self.vocabulary_size), dtype=np.float32)
+        out[:, self.active] = part
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class MatchComponents:
     """The three standardised components (each (m,)) plus what the explanations reuse."""
 
     profile: NDArray[np.float32]
     aspects: NDArray[np.float32]
     evidence: NDArray[np.float32]
-    term_contributions: NDArray[np.float32] | None  # (m, V) aspect terms' share of ``aspects``
+    term_contributions: TermContributions | None  # aspect terms' shares of ``aspects``
 
     def total(self, weights: MatchWeights) -> NDArray[np.float32]:
         out: NDArray[np.float32] = (
@@ -354,7 +548,7 @@ def match_components(
     aspect_weights: NDArray[np.float32] | None = None,
     term_vectors: NDArray[np.float32] | None = None,
     terms: Sequence[str] = (),
-    item_word_sets: Sequence[frozenset[str]] = (),
+    item_word_sets: Sequence[frozenset[str]] | ItemWords = (),
     photo_weights: NDArray[np.float32] | None = None,
     use_evidence: bool = True,
     evidence_k: int = EVIDENCE_K,
@@ -370,7 +564,8 @@ def match_components(
         The aspect profile (V,), the vocabulary's vectors (V, d) and words; without them the
         aspect component is zero.
     item_word_sets
-        :func:`item_words` per candidate, for literal aspect matches (empty: embedding only).
+        :func:`item_words` per candidate (or :func:`items_words` of all), for literal aspect
+        matches (empty: embedding only).
     photo_weights
         Relevance of each retrieved photo (mean 1) in the profile vector; None: uniform.
     photo_reliability
@@ -396,37 +591,90 @@ def match_components(
     evidence = zeros
     if use_evidence:
         k = min(evidence_k, len(photo_vectors))
-        text_near = _top_mean(_shrunk(photo_vectors @ items.text.T, photo_reliability), k)
+        text_near = _nearest_mean(photo_vectors, items.text, photo_reliability, k)
         image_near = (
-            _top_mean(_shrunk(photo_vectors @ items.image.T, photo_reliability), k)
-            if with_image
-            else None
+            _nearest_mean(photo_vectors, items.image, photo_reliability, k) if with_image else None
         )
         evidence = _by_modality(text_near, image_near, items.has_image)
 
     aspects = zeros
     contributions = None
     if aspect_weights is not None and term_vectors is not None and aspect_weights.any():
-        active = np.flatnonzero(aspect_weights)
-        affinity = candidate_term_affinity(term_vectors[active], items)  # (m, a)
-        semantic = affinity * aspect_weights[active][None, :]
-        sem_total = semantic.sum(axis=1)
-        sem_std = float(sem_total.std()) or 1.0
-        contrib = semantic / sem_std
-        if item_word_sets and terms:
-            lexical = (
-                lexical_matches([terms[int(t)] for t in active], item_word_sets)
-                * aspect_weights[active][None, :]
-            )
-            lex_total = lexical.sum(axis=1)
-            lex_std = float(lex_total.std())
-            if lex_std > 1e-8:
-                lexical_part = (lexical - lexical.mean(axis=0, keepdims=True)) / lex_std
-                contrib = (1 - LEXICAL_SHARE) * contrib + LEXICAL_SHARE * lexical_part
-        aspects = standardise(contrib.sum(axis=1))
-        contributions = np.zeros((m, len(aspect_weights)), dtype=np.float32)
-        contributions[:, active] = contrib
+        aspects, contributions = _aspect_scores(
+            items, aspect_weights, term_vectors, terms, item_word_sets
+        )
     return MatchComponents(profile, aspects, evidence, contributions)
+
+
+def _aspect_scores(
+    items: ItemVectors,
+    aspect_weights: NDArray[np.float32],
+    term_vectors: NDArray[np.float32],
+    terms: Sequence[str],
+    item_word_sets: Sequence[frozenset[str]] | ItemWords,
+) -> tuple[NDArray[np.float32], TermContributions]:
+    """The aspect component: the profile's terms vs each candidate's text, semantic and literal.
+
+    Per candidate, the sum over active terms t of w_t x (its cosine to t minus the candidates'
+    mean cosine to t), which is one matrix-vector product; plus, with word sets, the sum of
+    w_t over the terms its words spell, centred. Each part is scaled by its std across the
+    candidates, the two are mixed by :data:`LEXICAL_SHARE`, and the sum is standardised.
+    """
+    m = len(items)
+    active = np.flatnonzero(aspect_weights)
+    weights = aspect_weights[active].astype(np.float32)
+    vectors = term_vectors[active]
+    semantic = items.text @ (vectors.T @ weights)
+    semantic = (semantic - semantic.mean()).astype(np.float32)
+    semantic_scale = 1.0 / (float(semantic.std()) or 1.0)
+    total = semantic * semantic_scale
+    rows = cols = np.zeros(0, dtype=np.intp)
+    lexical_mean = np.zeros(len(active), dtype=np.float32)
+    lexical_scale = 0.0
+    if len(item_word_sets) and len(terms):
+        rows, cols = lexical_hits([terms[int(t)] for t in active], item_word_sets)
+        lexical = np.bincount(rows, weights=weights[cols], minlength=m).astype(np.float32)
+        lexical_std = float(lexical.std())
+        if lexical_std > 1e-8:
+            lexical_mean = (np.bincount(cols, minlength=len(active)) * weights / m).astype(
+                np.float32
+            )
+            semantic_scale *= 1 - LEXICAL_SHARE
+            lexical_scale = LEXICAL_SHARE / lexical_std
+            total = (1 - LEXICAL_SHARE) * total + (lexical - lexical.mean()) * lexical_scale
+    contributions = TermContributions(
+        vocabulary_size=len(aspect_weights),
+        active=active,
+        weights=weights,
+        text=items.text,
+        term_vectors=vectors,
+        mean_affinity=(items.text.mean(axis=0) @ vectors.T).astype(np.float32),
+        semantic_scale=semantic_scale,
+        hit_rows=rows,
+        hit_cols=cols,
+        lexical_mean=lexical_mean,
+        lexical_scale=lexical_scale,
+    )
+    return standardise(total), contributions
+
+
+#: Candidates per block when comparing them with every retrieved photo: a (256, 100,000)
+#: matrix of cosines, shrunk and partitioned, would be several 100 MB copies.
+_BLOCK = 8192
+
+
+def _nearest_mean(
+    photo_vectors: NDArray[np.float32],
+    candidates: NDArray[np.float32],
+    reliability: NDArray[np.float32] | None,
+    k: int,
+) -> NDArray[np.float32]:
+    """(m,) mean of each candidate's ``k`` largest (shrunk) cosines to the retrieved photos."""
+    out = np.empty(len(candidates), dtype=np.float32)
+    for start in range(0, len(candidates), _BLOCK):
+        block = photo_vectors @ candidates[start : start + _BLOCK].T
+        out[start : start + _BLOCK] = _top_mean(_shrunk(block, reliability), k)
+    return out
 
 
 def _shrunk(

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from visuallens_app.errors import CatalogError, NotEnoughHistoryError
-from visuallens_app.jobs import CancelToken
+from visuallens_app.jobs import CancelToken, Job, run_to_end
 from visuallens_app.lens.aspects import (
     AspectSpace,
     Captioner,
@@ -46,7 +46,7 @@ from visuallens_app.lens.matching import (
     MatchWeights,
     candidate_term_affinity,
     embed_items,
-    item_words,
+    items_words,
     match_components,
     shipped_match_weights,
 )
@@ -469,7 +469,7 @@ def _score(
         aspect_weights=profile,
         term_vectors=space.vectors if space is not None else None,
         terms=space.terms if space is not None else (),
-        item_word_sets=[item_words(c) for c in candidates] if profile is not None else (),
+        item_word_sets=items_words(candidates) if profile is not None else (),
         photo_weights=photo_weights if matched_weights is None else matched_weights,
         use_evidence=config.use_evidence,
         photo_reliability=reliability[matched] if reliability is not None else None,
@@ -519,6 +519,8 @@ def _result(
         if scored.space is not None and len(retrieved)
         else None
     )
+    shares = scored.components.term_contributions
+    contributions = shares.rows(order) if shares is not None else None  # the listed rows only
     recommendations = tuple(
         Recommendation(
             item=candidates[int(c)],
@@ -528,9 +530,7 @@ def _result(
             )
             if len(retrieved)
             else (),
-            aspects=matched_aspects(
-                terms, scored.components.term_contributions, int(c), config.explain_aspects
-            ),
+            aspects=matched_aspects(terms, contributions, col, config.explain_aspects),
         )
         for col, c in enumerate(order)
     )
@@ -696,15 +696,23 @@ class Recommender:
         return self.library().history
 
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
-        from visuallens_app.lens.matching import item_hash
+        return run_to_end(self.item_vectors_job(items))
+
+    def item_vectors_job(
+        self, items: Sequence[CatalogItem], cancel: CancelToken | None = None
+    ) -> Job[ItemVectors]:
+        """:meth:`item_vectors` as a long job: progress while items new to the library are
+        embedded (minutes for a large catalog's first question), cancellable between batches."""
+        from visuallens_app.lens.matching import embed_items_job, item_hash
 
         hashes = [item_hash(it) for it in items]
         key = tuple(f"{it.id}\0{h}" for it, h in zip(items, hashes, strict=True))
         cached = self._items.get(key)
         if cached is None:
-            cached = self._items[key] = embed_items(
-                items, self.encoder, db=self.store.db, hashes=hashes
+            cached = yield from embed_items_job(
+                items, self.encoder, db=self.store.db, hashes=hashes, cancel=cancel
             )
+            self._items[key] = cached
         return cached
 
     def recommend(

@@ -23,7 +23,7 @@ from PIL import Image
 
 from visuallens_app._gc import collector_paused
 from visuallens_app.errors import VisualLensError
-from visuallens_app.jobs import CancelToken
+from visuallens_app.jobs import CancelToken, Job
 from visuallens_app.lens.aspects import Captioner, history_captions
 from visuallens_app.lens.catalog import Catalog, CatalogItem
 from visuallens_app.lens.history import History
@@ -220,6 +220,32 @@ def check_options(options: LensOptions) -> None:
         raise VisualLensError("-w must be at least 1.")
 
 
+def prepare(
+    recommender: Recommender,
+    catalog: Catalog,
+    category: str,
+    cancel: CancelToken | None = None,
+) -> Job[int]:
+    """Embed ``category``'s items the library has no vectors for yet, as a long job.
+
+    The first question about a large catalog embeds every item description once (minutes for
+    100,000); this yields Progress meanwhile (stage ``"catalog"``) and stops at ``cancel``
+    between batches, keeping what was embedded. Returns how many items were new. Front-ends
+    run it before :func:`recommend`, which then finds every vector in memory; for a catalog
+    the library knows already it yields nothing.
+    """
+    candidates = candidates_for(catalog, category)
+    new = 0
+    job = recommender.item_vectors_job(candidates, cancel)
+    while True:
+        try:
+            progress = next(job)
+        except StopIteration:
+            return new
+        new = new or progress.total  # the first step counts the new descriptions
+        yield progress
+
+
 def recommend(
     recommender: Recommender,
     catalog: Catalog,
@@ -330,6 +356,7 @@ __all__ = [
     "RankedItem",
     "check_options",
     "photos_of",
+    "prepare",
     "recommend",
     "with_vlm",
 ]

@@ -47,6 +47,11 @@ def check_text(text: str) -> str:
     return text
 
 
+def holds_surrogate(text: str) -> bool:
+    """True when ``text`` holds a lone surrogate anywhere (one search over a whole file)."""
+    return _SURROGATE.search(text) is not None
+
+
 def check_path_text(text: str) -> str:
     """A path as text, refused when no file can have that name (NUL, lone surrogate)."""
     if "\x00" in text:
@@ -85,4 +90,12 @@ def shown(value: object, limit: int = _SHOWN_CHARS) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
-__all__ = ["BadLine", "check_path_text", "check_text", "expand_home", "parse_json_line", "shown"]
+__all__ = [
+    "BadLine",
+    "check_path_text",
+    "check_text",
+    "expand_home",
+    "holds_surrogate",
+    "parse_json_line",
+    "shown",
+]
