@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from PIL import Image
 
 from visuallens_app.devices import available_device, configure_torch_threads
 from visuallens_app.errors import ModelUnavailableError
-from visuallens_app.models.base import encode_in_batches
+from visuallens_app.models.base import encode_in_batches, l2_normalise
 
 if TYPE_CHECKING:
     import torch
@@ -440,16 +441,30 @@ class ClipEncoder:
         return settings.cache_dir() / "encoders" / "clip-text" / key
 
     def _cached_text_side(self) -> Any:
-        """The cached text side when the model is not built yet and a valid entry exists."""
+        """The cached text side, while no model is built, on the CPU; None without an entry."""
         with self._lock:
             if self._text_side is None and not self._text_side_looked and self._model is None:
                 self._text_side_looked = True
                 directory = self._text_side_dir()
-                if directory is not None and directory.is_dir():
+                if directory is not None and directory.is_dir() and self._on_cpu():
                     from visuallens_app.models.clip_text import open_text_side
 
                     self._text_side = open_text_side(directory)
             return self._text_side
+
+    def _on_cpu(self) -> bool:
+        """Whether this encoder runs on the CPU, asked without importing torch.
+
+        The cached text side runs in numpy on the CPU; with a GPU about, open_clip's tower
+        runs there instead (and batches of thousands of texts are faster on it).
+        """
+        if self._device_name == "cpu":
+            return True
+        if self._device_name != "auto":
+            return False
+        return sys.platform != "darwin" and not any(
+            Path(dev).exists() for dev in ("/dev/nvidiactl", "/dev/kfd")
+        )
 
     def _keep_text_side(self) -> None:
         """After open_clip loaded the text tower: keep it for the next process (best effort)."""
@@ -660,15 +675,9 @@ class ClipEncoder:
         side = self._cached_text_side() if texts else None
         if side is not None:
             with self._lock:
-                if not hasattr(self, "_device"):
-                    self._place()
-                side.load(self._device, self._dtype)
-
-            def cached(chunk: Sequence[str]) -> NDArray[np.float32]:
-                out: NDArray[np.float32] = side.encode(chunk, self._device).float().cpu().numpy()
-                return out
-
-            return encode_in_batches(texts, 256, side.dim, cached)
+                side.load()
+            parts = [side.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+            return l2_normalise(np.concatenate(parts))
         if texts:
             self._ready("text")
 
