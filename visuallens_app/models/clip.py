@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
 import sys
 import threading
@@ -469,10 +470,14 @@ class ClipEncoder:
     def _keep_text_side(self) -> None:
         """After open_clip loaded the text tower: keep it for the next process (best effort)."""
         directory = self._text_side_dir()
-        if directory is None or directory.is_dir():
+        if directory is None:
             return
-        from visuallens_app.models.clip_text import save_text_side
+        from visuallens_app.models.clip_text import open_text_side, save_text_side
 
+        if directory.is_dir():
+            if open_text_side(directory) is not None:
+                return
+            shutil.rmtree(directory, ignore_errors=True)  # damaged: written anew
         assert self._source is not None
         try:
             save_text_side(self._model, self._tokenizer, directory, source=self._source)

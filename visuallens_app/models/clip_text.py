@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
+import itertools
 import json
 import os
 import shutil
@@ -86,7 +87,7 @@ class ClipTokenizer:
 
     def __init__(self, bpe_path: Path, context_length: int) -> None:
         import ftfy
-        import regex
+        import regex  # type: ignore[import-untyped]
 
         self._fix_text = ftfy.fix_text
         self.context_length = context_length
@@ -117,7 +118,7 @@ class ClipTokenizer:
         if token in self._cache:
             return self._cache[token]
         word: tuple[str, ...] = (*token[:-1], token[-1] + "</w>")
-        pairs = set(zip(word, word[1:], strict=False))
+        pairs = set(itertools.pairwise(word))
         if not pairs:
             return token + "</w>"
         while True:
@@ -144,7 +145,7 @@ class ClipTokenizer:
             word = tuple(merged)
             if len(word) == 1:
                 break
-            pairs = set(zip(word, word[1:], strict=False))
+            pairs = set(itertools.pairwise(word))
         joined = " ".join(word)
         self._cache[token] = joined
         return joined
