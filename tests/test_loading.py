@@ -4,16 +4,19 @@ imported, and which of a model's parameters hold weights."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from visuallens_app.errors import ModelUnavailableError
 from visuallens_app.models.clip import (
     _DEFAULT_CFG,
     DEFAULT_ARCH,
@@ -107,7 +110,7 @@ def test_embedded_text_side_alone_gives_the_vectors_of_the_whole_encoder(tmp_pat
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
 def test_clip_checkpoint_text_query_reads_only_the_text_tower(
-    tmp_path: Path, sample_images: dict[str, Image.Image], suffix: str
+    tmp_path: Path, library_dir: Path, sample_images: dict[str, Image.Image], suffix: str
 ) -> None:
     import torch
     from safetensors.torch import save_file
@@ -301,3 +304,180 @@ def test_class_names_are_torchvisions_without_importing_torchvision() -> None:
     from torchvision.models import EfficientNet_B0_Weights
 
     assert seen["names"] == list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# -- a cold CLIP text query without open_clip (clip_text.py) -------------------------------------
+
+# Texts that exercise the tokenizer's cleaning (ftfy, HTML entities, case, white space), its
+# byte-level BPE (accents, emoji, CJK), numbers split digit by digit, and truncation at the
+# tiny model's 16 positions.
+_AWKWARD_TEXTS = [
+    "a cat",
+    "A CUP of Coffee   on a saucer",
+    "",
+    "  \t the Café's crème brûlée &amp; l&#39;été  ",
+    "rocket 3-2-1 launch in 2024!!!",
+    "東京の夜景 🌃 and a dog 🐕",
+    "it's what you'll see, isn't it? we're done",
+    "a very long caption about a red bicycle leaning on a wall " * 5,
+]
+
+# Encodes _AWKWARD_TEXTS with a CLIP checkpoint in a fresh interpreter; prints the vectors and
+# whether open_clip or torch were imported.
+_COLD_TEXT_QUERY = """
+import json, sys
+from visuallens_app.models.clip import ClipEncoder
+encoder = ClipEncoder.from_checkpoint(sys.argv[1], arch="tiny-test", device="cpu")
+vectors = encoder.encode_texts(json.loads(sys.argv[2]))
+print(json.dumps({"vectors": vectors.tolist(), "dim": encoder.dim,
+                  "imported": [m for m in ("open_clip", "torch") if m in sys.modules]}))
+"""
+
+
+def _tiny_checkpoint(folder: Path, suffix: str, seed: int, cfg: dict[str, object]) -> ClipEncoder:
+    """A tiny random CLIP saved as ``folder/tiny{suffix}``; returns the in-memory reference."""
+    import torch
+    from safetensors.torch import save_file
+
+    reference = ClipEncoder.random(model_cfg=cfg, seed=seed)
+    state = {k: v.contiguous() for k, v in reference._model.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(folder / f"tiny{suffix}"))
+    else:
+        torch.save(state, folder / f"tiny{suffix}")
+    return reference
+
+
+def _cold_text_query(checkpoint: Path, texts: list[str]) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", _COLD_TEXT_QUERY, str(checkpoint), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+@contextlib.contextmanager
+def _tiny_arch(cfg: dict[str, object]) -> Iterator[None]:
+    """Register ``cfg`` as open_clip architecture "tiny-test", the way open_clip reads one."""
+    from open_clip.factory import _MODEL_CONFIGS
+
+    _MODEL_CONFIGS["tiny-test"] = json.loads(json.dumps(cfg))
+    try:
+        yield
+    finally:
+        _MODEL_CONFIGS.pop("tiny-test", None)
+
+
+def test_the_ported_clip_tokenizer_gives_open_clips_token_ids() -> None:
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    from visuallens_app.models.clip_text import ClipTokenizer
+
+    for context in (77, 16):
+        ours = ClipTokenizer(Path(default_bpe()), context)
+        theirs = SimpleTokenizer(context_length=context)
+        np.testing.assert_array_equal(ours(_AWKWARD_TEXTS), theirs(_AWKWARD_TEXTS).numpy())
+    assert ours("a cat")[0, 0] == theirs.sot_token_id  # a lone string is one row too
+
+
+def _through_open_clip(checkpoint: Path, texts: list[str], cfg: dict[str, object]) -> object:
+    """``texts`` encoded in this process by an encoder that builds its open_clip model."""
+    with _tiny_arch(cfg):
+        encoder = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+        vectors = encoder.encode_texts(texts)
+        assert encoder._model is not None  # open_clip's path, not the cache
+    return vectors
+
+
+@pytest.mark.parametrize(
+    ("suffix", "quick_gelu"),
+    [(".safetensors", False), (".bin", False), (".safetensors", True)],
+    ids=["safetensors", "bin", "quick-gelu"],
+)
+def test_a_cold_clip_text_query_imports_neither_open_clip_nor_torch(
+    tmp_path: Path, library_dir: Path, suffix: str, quick_gelu: bool
+) -> None:
+    cfg = {**TINY_CLIP, "quick_gelu": True} if quick_gelu else TINY_CLIP
+    reference = _tiny_checkpoint(tmp_path, suffix, seed=5, cfg=cfg)
+    checkpoint = tmp_path / f"tiny{suffix}"
+    expected = reference.encode_texts(_AWKWARD_TEXTS)
+    first = _through_open_clip(checkpoint, _AWKWARD_TEXTS, cfg)  # keeps the text side
+    np.testing.assert_allclose(first, expected, atol=1e-6)
+
+    cold = _cold_text_query(checkpoint, _AWKWARD_TEXTS)
+    assert cold["imported"] == []
+    assert cold["dim"] == 32
+    np.testing.assert_allclose(np.array(cold["vectors"]), expected, atol=1e-5)
+
+    (entry,) = (library_dir.parent / "cache" / "encoders" / "clip-text").iterdir()
+    copied = list(entry.glob("*.safetensors"))
+    # A safetensors checkpoint is read in place; a pickled one gets its text weights copied.
+    assert bool(copied) == (suffix == ".bin")
+
+
+def test_a_replaced_checkpoint_or_a_damaged_cache_never_gives_stale_vectors(
+    tmp_path: Path, library_dir: Path
+) -> None:
+    texts = _AWKWARD_TEXTS[:4]
+    _tiny_checkpoint(tmp_path, ".bin", seed=5, cfg=TINY_CLIP)
+    checkpoint = tmp_path / "tiny.bin"
+    _through_open_clip(checkpoint, texts, TINY_CLIP)
+    before = _cold_text_query(checkpoint, texts)
+    assert before["imported"] == []
+
+    # Other weights in the same file: the old entry does not answer for them.
+    replaced = _tiny_checkpoint(tmp_path, ".bin", seed=6, cfg=TINY_CLIP)
+    os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
+    expected = replaced.encode_texts(texts)
+    assert np.abs(np.array(before["vectors"]) - expected).max() > 0.1
+    with pytest.raises(ModelUnavailableError):  # no entry: it needs open_clip (and the arch)
+        _cold_text_query_in_process(checkpoint, texts)
+    np.testing.assert_allclose(
+        _through_open_clip(checkpoint, texts, TINY_CLIP), expected, atol=1e-6
+    )
+    after = _cold_text_query(checkpoint, texts)
+    assert after["imported"] == []
+    np.testing.assert_allclose(np.array(after["vectors"]), expected, atol=1e-5)
+
+    # A damaged entry is passed over, and open_clip's next load writes it anew.
+    cache = library_dir.parent / "cache" / "encoders" / "clip-text"
+    for config in cache.glob("*/text-tower.json"):
+        config.write_text("{not json", encoding="utf-8")
+    np.testing.assert_allclose(
+        _through_open_clip(checkpoint, texts, TINY_CLIP), expected, atol=1e-6
+    )
+    repaired = _cold_text_query(checkpoint, texts)
+    assert repaired["imported"] == []
+    np.testing.assert_allclose(np.array(repaired["vectors"]), expected, atol=1e-5)
+
+
+def _cold_text_query_in_process(checkpoint: Path, texts: list[str]) -> object:
+    """An encoder of the unregistered "tiny-test" arch: only a cache entry can answer it."""
+    return ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu").encode_texts(
+        texts
+    )
+
+
+def test_an_encoder_answering_from_the_text_cache_still_encodes_images(
+    tmp_path: Path, library_dir: Path, sample_images: dict[str, Image.Image]
+) -> None:
+    reference = _tiny_checkpoint(tmp_path, ".safetensors", seed=7, cfg=TINY_CLIP)
+    checkpoint = tmp_path / "tiny.safetensors"
+    with _tiny_arch(TINY_CLIP):
+        ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu").encode_texts(["x"])
+        lazy = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+        texts = ["a cat", "a cup of coffee"]
+        np.testing.assert_allclose(
+            lazy.encode_texts(texts), reference.encode_texts(texts), atol=1e-5
+        )
+        assert lazy.loaded_towers == {"text"}
+        assert lazy._model is None  # answered without building an open_clip model
+        images = [sample_images["chelsea"], sample_images["coffee"]]
+        np.testing.assert_allclose(
+            lazy.encode_images(images), reference.encode_images(images), atol=1e-6
+        )
+        assert lazy.loaded_towers == {"text", "image"}

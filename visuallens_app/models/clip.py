@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from PIL import Image
 
 from visuallens_app.devices import available_device, configure_torch_threads
 from visuallens_app.errors import ModelUnavailableError
-from visuallens_app.models.base import encode_in_batches
+from visuallens_app.models.base import encode_in_batches, l2_normalise
 
 if TYPE_CHECKING:
     import torch
@@ -324,6 +326,14 @@ class ClipEncoder:
         self._start(encoder_id=encoder_id, arch=arch, device=device, batch_size=batch_size)
         self._prepare(_Built(model, tokenizer, None, None))
 
+    def _place(self) -> None:
+        """The device and dtype the encoder runs in: fp16 on CUDA, fp32 elsewhere."""
+        import torch
+
+        configure_torch_threads()
+        self._device = torch.device(available_device(self._device_name))
+        self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+
     def _start(self, *, encoder_id: str, arch: str, device: str, batch_size: int) -> None:
         self._id = encoder_id
         self._arch = arch
@@ -334,24 +344,35 @@ class ClipEncoder:
         self._model: Any = None
         self._checkpoint: Path | None = None
         self._towers: set[str] = set()
+        # The checkpoint file, for the cached text side (clip_text.py): a text search that
+        # finds one builds no open_clip model at all.
+        self._source: Path | None = None
+        self._text_side: Any = None
+        self._text_side_looked = False
 
     @classmethod
     def _deferred(
-        cls, build: Callable[[], _Built], *, encoder_id: str, arch: str, device: str
+        cls,
+        build: Callable[[], _Built],
+        *,
+        encoder_id: str,
+        arch: str,
+        device: str,
+        source: Path,
     ) -> ClipEncoder:
-        """An encoder whose model ``build`` makes on first use; only the id is known before."""
+        """An encoder whose model ``build`` makes on first use from the weights in ``source``;
+        only the id is known before."""
         encoder = cls.__new__(cls)
         encoder._start(encoder_id=encoder_id, arch=arch, device=device, batch_size=32)
         encoder._build = build
+        encoder._source = source
         return encoder
 
     def _prepare(self, built: _Built) -> None:
         """Put a built model on its device and read its preprocessing; weights may come later."""
         import torch
 
-        configure_torch_threads()
-        self._device = torch.device(available_device(self._device_name))
-        self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+        self._place()
         model = built.model
         if built.checkpoint is None:  # every weight is in place already
             self._model = model.to(device=self._device, dtype=self._dtype).eval()
@@ -403,14 +424,74 @@ class ClipEncoder:
                         f"({type(err).__name__}); pass the matching architecture or another file."
                     ) from err
                 self._towers.add(tower)
+                if tower == "text":
+                    self._keep_text_side()
             return self._model
+
+    def _text_side_dir(self) -> Path | None:
+        """Where this checkpoint's cached text side lives; None for in-memory models."""
+        if self._source is None:
+            return None
+        from visuallens_app import settings
+        from visuallens_app.models.clip_text import text_side_key
+
+        try:
+            key = text_side_key(self._id, self._source, _open_clip_version())
+        except OSError:
+            return None
+        return settings.cache_dir() / "encoders" / "clip-text" / key
+
+    def _cached_text_side(self) -> Any:
+        """The cached text side, while no model is built, on the CPU; None without an entry."""
+        with self._lock:
+            if self._text_side is None and not self._text_side_looked and self._model is None:
+                self._text_side_looked = True
+                directory = self._text_side_dir()
+                if directory is not None and directory.is_dir() and self._on_cpu():
+                    from visuallens_app.models.clip_text import open_text_side
+
+                    self._text_side = open_text_side(directory)
+            return self._text_side
+
+    def _on_cpu(self) -> bool:
+        """Whether this encoder runs on the CPU, asked without importing torch.
+
+        The cached text side runs in numpy on the CPU; with a GPU about, open_clip's tower
+        runs there instead (and batches of thousands of texts are faster on it).
+        """
+        if self._device_name == "cpu":
+            return True
+        if self._device_name != "auto":
+            return False
+        return sys.platform != "darwin" and not any(
+            Path(dev).exists() for dev in ("/dev/nvidiactl", "/dev/kfd")
+        )
+
+    def _keep_text_side(self) -> None:
+        """After open_clip loaded the text tower: keep it for the next process (best effort)."""
+        directory = self._text_side_dir()
+        if directory is None:
+            return
+        from visuallens_app.models.clip_text import open_text_side, save_text_side
+
+        if directory.is_dir():
+            if open_text_side(directory) is not None:
+                return
+            shutil.rmtree(directory, ignore_errors=True)  # damaged: written anew
+        assert self._source is not None
+        try:
+            save_text_side(self._model, self._tokenizer, directory, source=self._source)
+        except Exception:  # a cache: open_clip's own path has already worked
+            return
 
     @property
     def loaded_towers(self) -> frozenset[str]:
         """The towers whose weights are in memory now, read from the parameters themselves."""
-        if self._model is None:
-            return frozenset()
-        towers = {_tower_of(name) for name, p in self._model.named_parameters() if not p.is_meta}
+        towers: set[str] = set()
+        if self._text_side is not None and self._text_side.loaded:
+            towers.add("text")
+        if self._model is not None:
+            towers |= {_tower_of(n) for n, p in self._model.named_parameters() if not p.is_meta}
         return frozenset(towers)
 
     def load(self, *, text: bool = True, images: bool = True) -> None:
@@ -458,7 +539,9 @@ class ClipEncoder:
                     f"{_HOW_TO_GET}."
                 ) from err
 
-        return cls._deferred(build, encoder_id=f"clip:{arch}:{tag}", arch=arch, device=device)
+        return cls._deferred(
+            build, encoder_id=f"clip:{arch}:{tag}", arch=arch, device=device, source=file
+        )
 
     @classmethod
     def from_checkpoint(
@@ -497,7 +580,11 @@ class ClipEncoder:
                 ) from err
 
         return cls._deferred(
-            build, encoder_id=f"clip:{arch}:file-{file.name}-{stamp}", arch=arch, device=device
+            build,
+            encoder_id=f"clip:{arch}:file-{file.name}-{stamp}",
+            arch=arch,
+            device=device,
+            source=file,
         )
 
     @classmethod
@@ -551,6 +638,9 @@ class ClipEncoder:
 
     @property
     def dim(self) -> int:
+        side = self._cached_text_side()
+        if side is not None:
+            return int(side.dim)
         self._ready()
         return self._dim
 
@@ -583,7 +673,16 @@ class ClipEncoder:
         return encode_in_batches(images, self._batch_size, self.dim, batch)
 
     def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """(n, dim) unit vectors from the text tower."""
+        """(n, dim) unit vectors from the text tower.
+
+        From the cached text side when there is one (no open_clip import), else from open_clip.
+        """
+        side = self._cached_text_side() if texts else None
+        if side is not None:
+            with self._lock:
+                side.load()
+            parts = [side.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+            return l2_normalise(np.concatenate(parts))
         if texts:
             self._ready("text")
 
