@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme(app, dark=dark)
     suffix = "-dark" if dark else ""
     vlm_folder = os.environ.get("VISUALLENS_SCREENSHOT_VLM", "")
-    session = LibrarySession(Settings(encoder="embedded", vlm=vlm_folder), watch=False)
+    settings = Settings(encoder="embedded", vlm=vlm_folder, library_dir=str(work / "library"))
+    session = LibrarySession(settings, watch=False)
     window = MainWindow(session)
     window.resize(1280, 800)
     window.show()
