@@ -100,3 +100,19 @@ def test_the_profile_grid_shows_no_empty_rows_below_few_photos(
     assert shown_grid(view.grid.image).size == (896, 112)  # on screen: the one row with photos
     pixmap = panel.grid_image.pixmap()
     assert pixmap.width() == 8 * pixmap.height()
+
+
+def test_the_recommendations_toolbar_fits_a_1280_pixel_screen(
+    qtbot, make_window, library_copy
+) -> None:
+    """Issue 11 item 1: the catalog line in the toolbar made the window 1340 px wide, so on a
+    1280 px screen its right edge (the catalog buttons, the status bar) was off-screen."""
+    from visuallens_app.gui.panels.recommendations import RecommendationsPanel
+
+    _library, photos = library_copy
+    window = make_window([photos])
+    panel = window.show_panel(RecommendationsPanel)
+    qtbot.waitUntil(lambda: "places and things" in panel.catalog_label.text(), timeout=30_000)
+    assert window.minimumSizeHint().width() <= 1280
+    whole = panel.catalog_label.text()
+    assert panel.catalog_label.toolTip() == whole  # the whole line, however short it is drawn
