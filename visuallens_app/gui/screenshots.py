@@ -127,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme(app, dark=dark)
     suffix = "-dark" if dark else ""
     vlm_folder = os.environ.get("VISUALLENS_SCREENSHOT_VLM", "")
-    settings = Settings(encoder="embedded", vlm=vlm_folder, library_dir=str(work / "library"))
+    # The model is the steering panel's only: a tiny random one (make screenshots) would
+    # otherwise caption the photos and re-rank the recommendations with noise.
+    settings = Settings(
+        encoder="embedded",
+        vlm_overrides={"steering": vlm_folder} if vlm_folder else {},
+        library_dir=str(work / "library"),
+    )
     session = LibrarySession(settings, watch=False)
     window = MainWindow(session)
     window.resize(1280, 800)
@@ -179,12 +185,18 @@ def main(argv: list[str] | None = None) -> int:
         if progress.stage == "index" and progress.done > 0 and not indexing_shot:
             indexing_shot.append("asked")
             panel.model.rows_loaded.connect(rows_arrived)
+            session.summary_changed.connect(lambda _summary: rows_arrived())
             panel.model.refresh()
+            session.refresh_summary()  # the status bar's count, as the app's own refresh does
             QTimer.singleShot(3000, take_indexing_shot)  # in case no rows ever arrive
 
     def rows_arrived() -> None:
-        if panel.model.rowCount() > 0 and all(
-            panel.model.photo(r) is not None for r in range(panel.model.rowCount())
+        rows = panel.model.rowCount()
+        counted = session.summary.counts.get("ok", 0) if session.summary is not None else 0
+        if (
+            rows > 0
+            and counted >= rows
+            and all(panel.model.photo(r) is not None for r in range(rows))
         ):
             QTimer.singleShot(150, take_indexing_shot)  # a few thumbnails decoded
 
