@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -88,17 +89,31 @@ def _steering_steps(window: object, photos: Path, shot: object, after: object) -
     panel = window.show_panel(SteeringPanel)  # type: ignore[attr-defined]
     window.show_panel(window.panels[0].__class__)  # type: ignore[attr-defined]
 
+    from PySide6.QtCore import QTimer
+
+    waited = [0]
+
+    def when(ready: Callable[[], bool], then: Callable[[], None], limit_ms: int = 90_000) -> None:
+        """Run ``then`` once ``ready()`` holds (the model loads with the first job: seconds on a
+        loaded machine), or after ``limit_ms`` whatever the state."""
+        if ready() or waited[0] >= limit_ms:
+            waited[0] = 0
+            then()
+            return
+        waited[0] += 250
+        QTimer.singleShot(250, lambda: when(ready, then, limit_ms))
+
     def start() -> None:
         window.show_panel(SteeringPanel)  # type: ignore[attr-defined]
         panel.concept.setCurrentText("spatial")
         panel.compute()
         panel.open_image(photos / "chelsea.jpg")
-        after(8000)  # type: ignore[operator]
+        when(lambda: panel.vector is not None and panel.image is not None, lambda: after(10))  # type: ignore[operator]
 
     def ask() -> None:
         panel.options.setText("left,right")
         panel.ask()
-        after(8000)  # type: ignore[operator]
+        when(lambda: panel.status.text() != "Asking…", lambda: after(300))  # type: ignore[operator]
 
     return [start, ask, lambda: (shot("steering"), after(10))]  # type: ignore[operator]
 
