@@ -373,6 +373,7 @@ def window_wording(text: str) -> str:
         "download one with the button above",
         text,
     )
+    text = text.replace("choose one in File → Settings", "choose one above")  # this is Settings
     return re.sub(r"`([^`]+)`", r"“\1”", text)
 
 
