@@ -339,3 +339,24 @@ def test_a_mistyped_option_shows_the_commands_own_usage(
     err = capsys.readouterr().err
     assert err.startswith(usage), err
     assert f"unrecognized arguments: {' '.join(argv[-2:])}" in err
+
+
+def test_visuallens_library_opens_that_library_even_when_the_settings_name_one(
+    library_dir: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    """The environment's library used to lose to the settings' library_dir: the photos went
+    into the settings' library, and its folder into the settings' folder list."""
+    from visuallens_app.library.store import PhotoStore
+    from visuallens_app.settings import Settings
+
+    own = tmp_path / "own-library"
+    Settings(library_dir=str(own)).save()
+    out = _index_cli(dict(os.environ), str(photo_dir))  # VISUALLENS_LIBRARY=library_dir
+    assert out.returncode == 0, out.stderr
+    with PhotoStore(library_dir) as store:
+        assert store.roots() == [photo_dir]
+        assert store.counts().get("ok") == 5
+    assert not (own / "library.sqlite").exists()
+    assert Settings.load().photo_folders == []
+    out = visuallens("status", "--json", library=library_dir)
+    assert json.loads(out.stdout)["library"] == str(library_dir)

@@ -333,6 +333,17 @@ def test_too_little_history_says_what_to_do(fake: WordEncoder) -> None:
             recommend(history, CAFES, "coffee shop", fake, vocabulary=VOCAB)
 
 
+def test_counts_in_the_lens_sentences_read_as_one_or_many(fake: WordEncoder) -> None:
+    """Issue 11 item 11: "only 1 photo(s)", "after 1 round(s)" read as a form letter."""
+    with pytest.raises(NotEnoughHistoryError, match=r"has only 1 photo indexed"):
+        recommend(
+            History.from_arrays(np.ones((1, 4))), CAFES, "coffee shop", fake, vocabulary=VOCAB
+        )
+    result = recommend(photos(fake, LIBRARY), CAFES, "coffee shop", fake, vocabulary=VOCAB)
+    assert result.notes
+    assert not [note for note in result.notes if "(s)" in note]
+
+
 def test_unknown_category_names_close_matches() -> None:
     catalog = Catalog("test", Path("/c"), (*CAFES, item("Louvre", "art", "museum")))
     with pytest.raises(CatalogError, match="'coffee shop'"):

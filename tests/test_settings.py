@@ -259,3 +259,36 @@ def test_the_cli_says_why_it_cannot_remember_a_folder(
     assert code == 0  # the folder was indexed; only remembering it failed
     assert f"visuallens: The settings cannot be saved: the folder {read_only_config}" in err
     assert "Traceback" not in err
+
+
+def test_the_library_named_by_the_environment_wins_over_the_settings_one(
+    library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`visuallens-app --library DIR` sets VISUALLENS_LIBRARY; settings naming a library of
+    their own used to win, so the window opened the settings' library instead."""
+    own = tmp_path / "own-library"
+    Settings(library_dir=str(own)).save()
+    settings = Settings.load()
+    assert settings.library_path == library_dir  # the environment's, as asked
+    assert settings.apps_library == own  # the settings still name their own
+    assert not settings.is_apps_library(library_dir)
+    assert settings.is_apps_library(own)
+    monkeypatch.delenv("VISUALLENS_LIBRARY")
+    assert Settings.load().library_path == own
+
+
+def test_one_library_spelled_two_ways_is_the_apps_library(
+    library_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = tmp_path / "own-library"
+    own.mkdir()
+    link = tmp_path / "link-to-library"
+    link.symlink_to(own)
+    settings = Settings(library_dir=str(own))
+    assert settings.is_apps_library(f"{own}{os.sep}")
+    assert settings.is_apps_library(link)
+    monkeypatch.chdir(tmp_path)
+    assert settings.is_apps_library(Path("own-library"))
+    assert not settings.is_apps_library(tmp_path / "another")
+    # No library in the settings: the app's is the user data dir, not the environment's.
+    assert not Settings().is_apps_library(library_dir)

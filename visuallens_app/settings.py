@@ -51,9 +51,30 @@ def cache_dir() -> Path:
     return Path(env) if env else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
-def default_library_dir() -> Path:
+def library_override() -> Path | None:
+    """The library the environment names (``VISUALLENS_LIBRARY``; ``visuallens-app --library``
+    sets it), which is opened instead of the one the settings name; None when unset."""
     env = os.environ.get("VISUALLENS_LIBRARY")
-    return Path(env) if env else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    return Path(env) if env else None
+
+
+def platform_library_dir() -> Path:
+    """The user data dir: the library when neither the settings nor the environment name one."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_library_dir() -> Path:
+    return library_override() or platform_library_dir()
+
+
+def same_library(a: Path | str, b: Path | str) -> bool:
+    """Whether two spellings of a library folder name the same folder (``~``, relative paths and
+    symlinks followed, so ``--library ~/lib`` and ``/home/me/lib`` agree)."""
+
+    def spelled(path: Path | str) -> str:
+        return os.path.normcase(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+    return spelled(a) == spelled(b)
 
 
 def resources_dir() -> Path:
@@ -122,8 +143,24 @@ class Settings(_FromFile):
         return chosen or self.vlm.strip()
 
     @property
+    def apps_library(self) -> Path:
+        """The library these settings name (``library_dir``, else the user data dir), whatever
+        the environment says: the one whose folders are ``photo_folders``."""
+        return Path(self.library_dir) if self.library_dir else platform_library_dir()
+
+    @property
     def library_path(self) -> Path:
-        return Path(self.library_dir) if self.library_dir else default_library_dir()
+        """The library to open: ``VISUALLENS_LIBRARY`` when set, else the settings' own."""
+        return library_override() or self.apps_library
+
+    def is_apps_library(self, directory: Path | str) -> bool:
+        """Whether ``directory`` is the library these settings name.
+
+        Only that library's folders are ``photo_folders``: a library opened with ``--library``
+        or ``VISUALLENS_LIBRARY`` keeps its folders to itself (its ``roots`` table), so the CLI
+        never adds them to the settings and the window lists that library's own.
+        """
+        return same_library(directory, self.apps_library)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:

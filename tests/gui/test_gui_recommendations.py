@@ -115,3 +115,16 @@ def test_a_category_with_nothing_in_the_photos_says_so_above_the_cards(
     assert first.card.evidence
     assert first.findChild(QLabel, "CardNoEvidence") is None
     assert panel.grid_image.pixmap() is not None
+
+
+def test_the_recommendations_toolbar_fits_a_1280_pixel_screen(
+    qtbot, make_window, library_copy
+) -> None:
+    """Issue 11 item 1: the catalog line in the toolbar made the window 1340 px wide, so on a
+    1280 px screen its right edge (the catalog buttons, the status bar) was off-screen."""
+    _library, photos = library_copy
+    window, panel = open_recommendations(qtbot, make_window, photos)
+    qtbot.waitUntil(lambda: "places and things" in panel.catalog_label.text(), timeout=30_000)
+    assert window.minimumSizeHint().width() <= 1280
+    whole = panel.catalog_label.text()
+    assert panel.catalog_label.toolTip() == whole  # the whole line, however short it is drawn

@@ -163,7 +163,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     # another library (--library or VISUALLENS_LIBRARY) leaves it alone.
     settings = Settings.load()
     new_roots = [str(r) for r in roots if str(r) not in settings.photo_folders and r not in empty]
-    if new_roots and _is_the_apps_library(args, settings):
+    if new_roots and settings.is_apps_library(library_dir(args)):
         settings.photo_folders.extend(new_roots)
         try:
             settings.save()
@@ -214,17 +214,6 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     emit(args, {**report.as_json(), "vector_store_unavailable": store_note}, text)
     return 130 if report.cancelled else 0
-
-
-def _is_the_apps_library(args: argparse.Namespace, settings: Any) -> bool:
-    """Whether the command works on the library the settings (and so the app) name."""
-    import os
-
-    if args.library or os.environ.get("VISUALLENS_LIBRARY"):
-        return bool(settings.library_dir) and normalise_root(library_dir(args)) == normalise_root(
-            settings.library_dir
-        )
-    return True
 
 
 def _count(n: int, noun: str) -> str:

@@ -82,7 +82,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "folder", nargs="?", type=Path, help="a photo folder to add and index right away"
     )
     parser.add_argument(
-        "--library", type=Path, metavar="DIR", help="library directory (default: the user data dir)"
+        "--library",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "open this library instead of the one in Settings; its photo folders are its own "
+            "and are not added to your settings"
+        ),
     )
     # Qt's own options (-platform, -style...) pass through to QApplication.
     known, _qt = parser.parse_known_args(argv)
@@ -93,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(args)
     if options.library:
-        os.environ["VISUALLENS_LIBRARY"] = str(options.library)
+        # Absolute: the workers and a later look at the settings must name the same folder.
+        os.environ["VISUALLENS_LIBRARY"] = os.path.abspath(os.path.expanduser(options.library))
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

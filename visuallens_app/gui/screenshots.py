@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -88,17 +89,31 @@ def _steering_steps(window: object, photos: Path, shot: object, after: object) -
     panel = window.show_panel(SteeringPanel)  # type: ignore[attr-defined]
     window.show_panel(window.panels[0].__class__)  # type: ignore[attr-defined]
 
+    from PySide6.QtCore import QTimer
+
+    waited = [0]
+
+    def when(ready: Callable[[], bool], then: Callable[[], None], limit_ms: int = 90_000) -> None:
+        """Run ``then`` once ``ready()`` holds (the model loads with the first job: seconds on a
+        loaded machine), or after ``limit_ms`` whatever the state."""
+        if ready() or waited[0] >= limit_ms:
+            waited[0] = 0
+            then()
+            return
+        waited[0] += 250
+        QTimer.singleShot(250, lambda: when(ready, then, limit_ms))
+
     def start() -> None:
         window.show_panel(SteeringPanel)  # type: ignore[attr-defined]
         panel.concept.setCurrentText("spatial")
         panel.compute()
         panel.open_image(photos / "chelsea.jpg")
-        after(8000)  # type: ignore[operator]
+        when(lambda: panel.vector is not None and panel.image is not None, lambda: after(10))  # type: ignore[operator]
 
     def ask() -> None:
         panel.options.setText("left,right")
         panel.ask()
-        after(8000)  # type: ignore[operator]
+        when(lambda: panel.status.text() != "Asking…", lambda: after(300))  # type: ignore[operator]
 
     return [start, ask, lambda: (shot("steering"), after(10))]  # type: ignore[operator]
 
@@ -127,7 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme(app, dark=dark)
     suffix = "-dark" if dark else ""
     vlm_folder = os.environ.get("VISUALLENS_SCREENSHOT_VLM", "")
-    session = LibrarySession(Settings(encoder="embedded", vlm=vlm_folder), watch=False)
+    # The model is the steering panel's only: a tiny random one (make screenshots) would
+    # otherwise caption the photos and re-rank the recommendations with noise.
+    settings = Settings(
+        encoder="embedded",
+        vlm_overrides={"steering": vlm_folder} if vlm_folder else {},
+        library_dir=str(work / "library"),
+    )
+    session = LibrarySession(settings, watch=False)
     window = MainWindow(session)
     window.resize(1280, 800)
     window.show()
@@ -178,12 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         if progress.stage == "index" and progress.done > 0 and not indexing_shot:
             indexing_shot.append("asked")
             panel.model.rows_loaded.connect(rows_arrived)
+            session.summary_changed.connect(lambda _summary: rows_arrived())
             panel.model.refresh()
+            session.refresh_summary()  # the status bar's count, as the app's own refresh does
             QTimer.singleShot(3000, take_indexing_shot)  # in case no rows ever arrive
 
     def rows_arrived() -> None:
-        if panel.model.rowCount() > 0 and all(
-            panel.model.photo(r) is not None for r in range(panel.model.rowCount())
+        rows = panel.model.rowCount()
+        counted = session.summary.counts.get("ok", 0) if session.summary is not None else 0
+        if (
+            rows > 0
+            and counted >= rows
+            and all(panel.model.photo(r) is not None for r in range(rows))
         ):
             QTimer.singleShot(150, take_indexing_shot)  # a few thumbnails decoded
 

@@ -89,15 +89,29 @@ class LibrarySession(QObject):
         self._refresh_timer.timeout.connect(self.library_changed)
         self._refresh_timer.timeout.connect(self.refresh_summary)  # the photo count moves too
         self._closed = False
+        # The library this window has open: VISUALLENS_LIBRARY (visuallens-app --library) when
+        # set, else the settings'. Folders belong to it: the settings' photo_folders only for the
+        # settings' own library; another library's are its roots, learnt with the first summary
+        # (None until then) and never written into the settings.
+        self._library = self.settings.library_path
+        self._library_folders: list[Path] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
     def library_dir(self) -> Path:
-        return self.settings.library_path
+        return self._library
+
+    @property
+    def follows_settings(self) -> bool:
+        """Whether the open library is the settings' own, so that its folders are the settings'."""
+        return self.settings.is_apps_library(self._library)
 
     @property
     def folders(self) -> list[Path]:
-        return [Path(f) for f in self.settings.photo_folders]
+        """The open library's photo folders."""
+        if self.follows_settings:
+            return [Path(f) for f in self.settings.photo_folders]
+        return list(self._library_folders or [])
 
     def start(self) -> None:
         """After the window is shown: load the model, read the library, start watching."""
@@ -124,8 +138,15 @@ class LibrarySession(QObject):
         if directory == self.settings.library_dir:
             return
         self.cancel_indexing()
+        was_another = not self.follows_settings
         self.settings.library_dir = directory
         self.save_settings()
+        # Chosen in Settings, so it is the settings' library now, whatever the environment said.
+        self._library = self.settings.apps_library
+        self._library_folders = None
+        if was_another:  # the settings' folders replace the other library's
+            self.folders_changed.emit(self.folders)
+            self._sync_watcher()
         self.library_moved.emit()
         self.refresh_summary()
         self.index(self.folders)
@@ -175,9 +196,12 @@ class LibrarySession(QObject):
         if not os.access(folder, os.R_OK | os.X_OK):
             self.error_raised.emit(f"Cannot read {folder}; check its permissions.")
             return False
-        if str(folder) not in self.settings.photo_folders:
-            self.settings.photo_folders.append(str(folder))
-            self.save_settings()
+        if folder not in self.folders:
+            if self.follows_settings:
+                self.settings.photo_folders.append(str(folder))
+                self.save_settings()
+            else:  # another library's folder: indexing records it in that library
+                self._library_folders = [*(self._library_folders or []), folder]
             self.folders_changed.emit(self.folders)
             self._sync_watcher()
         self.index([folder])
@@ -186,9 +210,13 @@ class LibrarySession(QObject):
     def remove_folder(self, folder: Path) -> None:
         """Stop following a folder and forget its photos (the files on disk are untouched)."""
         key = str(folder)
-        if key in self.settings.photo_folders:
+        if self.follows_settings and key in self.settings.photo_folders:
             self.settings.photo_folders.remove(key)
             self.save_settings()
+            self.folders_changed.emit(self.folders)
+            self._sync_watcher()
+        elif not self.follows_settings and folder in self.folders:
+            self._library_folders = [f for f in self.folders if f != folder]
             self.folders_changed.emit(self.folders)
             self._sync_watcher()
         directory = self.library_dir
@@ -292,7 +320,20 @@ class LibrarySession(QObject):
 
     def _on_summary(self, summary: tasks.LibrarySummary) -> None:
         self.summary = summary
+        if not self.follows_settings and self._library_folders is None:
+            self._learn_library_folders(summary.roots)
         self.summary_changed.emit(summary)
+
+    def _learn_library_folders(self, roots: list[Path]) -> None:
+        """Another library's folders, from its first summary: listed, watched, and re-scanned
+        as the settings' folders are at start."""
+        self._library_folders = list(roots)
+        if not roots:
+            return
+        self.folders_changed.emit(self.folders)
+        self._sync_watcher()
+        if self.encoder is not None:  # the model was quicker: it found no folders to index
+            self.index(self.folders)
 
     # -- watching -----------------------------------------------------------------------------
     def _start_watcher(self) -> None:

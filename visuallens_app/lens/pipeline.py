@@ -288,7 +288,8 @@ def candidates_for(catalog: Catalog, category: str) -> list[CatalogItem]:
 
 def _check_history(history: History) -> None:
     if len(history) < MIN_HISTORY:
-        have = "no photos" if len(history) == 0 else f"only {len(history)} photo(s)"
+        n = len(history)
+        have = "no photos" if n == 0 else f"only {n} photo{'s' if n != 1 else ''}"
         raise NotEnoughHistoryError(
             f"The library has {have} indexed with this encoder; index a folder with at least "
             f"{MIN_HISTORY} photos (`visuallens index FOLDER`) to get recommendations."
@@ -327,7 +328,8 @@ def _score(
         keep = lib.margin <= junk_threshold
         dropped = int((~keep).sum())
         if dropped:
-            notes.append(f"Left out {dropped} screenshot/document-like photo(s).")
+            noun = "photo" if dropped == 1 else "photos"
+            notes.append(f"Left out {dropped} screenshot/document-like {noun}.")
         if int(keep.sum()) < MIN_HISTORY:
             notes.append("Too few photos left after filtering; the filter was not applied.")
             keep = None
@@ -404,7 +406,8 @@ def _score(
             )
             retrieved, profile = refined.retrieved, refined.weights
             state = "converged" if refined.converged else "stopped at the cap"
-            notes.append(f"Refinement {state} after {refined.rounds} round(s).")
+            rounds = "round" if refined.rounds == 1 else "rounds"
+            notes.append(f"Refinement {state} after {refined.rounds} {rounds}.")
         else:
             profile = profile_weights(
                 aspects,

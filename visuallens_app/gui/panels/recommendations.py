@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QElidingLabel
 
 from visuallens_app.gui import tasks
 from visuallens_app.gui.context import AppContext
@@ -157,7 +158,8 @@ class RecommendationsPanel(Panel):
         self.category.setObjectName("CategoryCombo")
         self.category.setMinimumContentsLength(16)
         self.category.currentTextChanged.connect(self._category_changed)
-        self.catalog_label = QLabel()
+        # Elided, so that the toolbar never makes the window wider than a 1280 px screen.
+        self.catalog_label = QElidingLabel()
         self.catalog_label.setObjectName("CatalogLabel")
         self.import_button = QPushButton("Import catalog folder…")
         self.import_button.clicked.connect(self.choose_catalog)
@@ -286,7 +288,9 @@ class RecommendationsPanel(Panel):
         self.session.save_settings()
         catalog = info.catalog
         where = "shipped catalog" if info.shipped else f"catalog “{catalog.name}”"
-        self.catalog_label.setText(f"From the {where}: {len(catalog.items)} places and things")
+        text = f"From the {where}: {len(catalog.items)} places and things"
+        self.catalog_label.setText(text)
+        self.catalog_label.setToolTip(text)  # whole, when the toolbar had to shorten it
         self._show_problems(info.problems)
         current = self.category.currentText()
         self.category.blockSignals(True)

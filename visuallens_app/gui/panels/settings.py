@@ -32,7 +32,7 @@ from visuallens_app.gui.session import LibrarySession
 from visuallens_app.gui.widgets import photo_folder_start
 from visuallens_app.gui.workers import Job
 from visuallens_app.jobs import Progress
-from visuallens_app.settings import default_library_dir
+from visuallens_app.settings import platform_library_dir
 from visuallens_app.vlm.loading import DEFAULT_VLM
 
 ENCODERS = [
@@ -91,7 +91,7 @@ class SettingsDialog(QDialog):
         folders_box = QGroupBox("Photo folders")
         self.folders = QListWidget()
         self.folders.setObjectName("FolderList")
-        self.folders.addItems(settings.photo_folders)
+        self.folders.addItems([str(folder) for folder in session.folders])
         add = QPushButton("Add folder…")
         add.clicked.connect(self._add_folder)
         remove = QPushButton("Remove")
@@ -100,12 +100,25 @@ class SettingsDialog(QDialog):
         buttons.addWidget(add)
         buttons.addWidget(remove)
         buttons.addStretch(1)
-        row = QHBoxLayout(folders_box)
+        folders_layout = QVBoxLayout(folders_box)
+        #: Says whose folders these are when the window has another library open than the
+        #: settings name (visuallens-app --library, VISUALLENS_LIBRARY); hidden otherwise.
+        self.library_note = WrappedLabel()
+        self.library_note.setObjectName("OtherLibraryNote")
+        if not session.follows_settings:
+            self.library_note.setText(
+                f"This window has the library {session.library_dir} open (chosen with --library "
+                "or VISUALLENS_LIBRARY). These are that library's own folders: changes here go "
+                "into it, not into your settings."
+            )
+            folders_layout.addWidget(self.library_note)
+        row = QHBoxLayout()
         row.addWidget(self.folders, 1)
         row.addLayout(buttons)
+        folders_layout.addLayout(row)
 
         self.library = QLineEdit(settings.library_dir)
-        self.library.setPlaceholderText(str(default_library_dir()))
+        self.library.setPlaceholderText(str(platform_library_dir()))
         browse = QPushButton("Choose…")
         browse.clicked.connect(self._choose_library)
         library_row = QHBoxLayout()
@@ -314,7 +327,7 @@ class SettingsDialog(QDialog):
         """Save, then apply: new folders are indexed, removed ones forgotten, a new model loaded."""
         session = self.session
         settings = session.settings
-        old_folders = list(settings.photo_folders)
+        old_folders = [str(folder) for folder in session.folders]
         new_folders = self.folder_list()
         model_changed = (
             self.encoder.currentData() != settings.encoder
@@ -326,13 +339,19 @@ class SettingsDialog(QDialog):
         settings.retrieval_size = self.retrieval.value()
         settings.vlm = self.vlm.currentText().strip()
         session.save_settings()
-        session.move_library(new_library)
+        # The list shows the open library's folders; when that library is not the settings'
+        # own, they are changed in it before a new location takes the settings' folders.
+        follows_settings = session.follows_settings
+        if follows_settings:
+            session.move_library(new_library)
         for folder in old_folders:
             if folder not in new_folders:
                 session.remove_folder(Path(folder))
         for folder in new_folders:
             if folder not in old_folders:
                 session.add_folder(Path(folder))
+        if not follows_settings:
+            session.move_library(new_library)
         if model_changed:
             session.load_encoder()
         for job in (self._download_job, self._vlm_job):
@@ -354,6 +373,7 @@ def window_wording(text: str) -> str:
         "download one with the button above",
         text,
     )
+    text = text.replace("choose one in File → Settings", "choose one above")  # this is Settings
     return re.sub(r"`([^`]+)`", r"“\1”", text)
 
 
