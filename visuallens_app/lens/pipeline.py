@@ -386,7 +386,7 @@ def _score(
             lib.aspects = library_aspects(history, space, db=db)
         aspects = lib.aspects
         space = aspects.space
-        prior = term_prior_vector(config.term_weights, space.terms)
+        term_prior = term_prior_vector(config.term_weights, space.terms)
         if config.use_refinement and config.use_retrieval:
             refined = refine_retrieval(
                 history,
@@ -399,7 +399,7 @@ def _score(
                 keep=keep,
                 duplicate_threshold=duplicate,
                 time_window=config.time_window,
-                term_prior=prior,
+                term_prior=term_prior,
                 reliability=reliability,
                 max_share=config.max_photo_share,
                 min_support=config.min_support,
@@ -413,7 +413,7 @@ def _score(
                 aspects,
                 retrieved,
                 photo_weights=relevance(retrieved),
-                term_prior=prior,
+                term_prior=term_prior,
                 keep=keep,
                 min_support=config.min_support,
             )
