@@ -9,6 +9,8 @@ cheap and the window appears before torch loads.
 
 from __future__ import annotations
 
+import inspect
+
 import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -97,10 +99,11 @@ class SerialEncoder:
             return self._encoder.encode_texts(texts)
 
     def __getattr__(self, name: str) -> Any:
-        # Every other call (signals with the vectors, probabilities, load) holds the lock too;
-        # a plain attribute passes through.
+        # Every other method call (signals with the vectors, probabilities, load) holds the
+        # lock too; anything else passes through as it is (a model held as an attribute, such
+        # as the classifier TLDR's grounding reads its feature maps from, is not a method).
         attr = getattr(self._encoder, name)
-        if not callable(attr):
+        if not inspect.ismethod(attr):
             return attr
 
         def serial(*args: Any, **kwargs: Any) -> Any:
