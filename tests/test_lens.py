@@ -615,3 +615,27 @@ def test_aspect_shares_of_the_listed_items_add_up_to_their_aspect_scores() -> No
     # The literal part: "latte art" is spelled by the first text and not by the second.
     assert shares[0, 0] > shares[1, 0]
     np.testing.assert_allclose(parts.term_contributions.rows([3, 0]), shares[[3, 0]], atol=1e-6)
+
+
+def test_relates_to_any_reads_every_candidate_in_blocks_as_the_full_matrix_does() -> None:
+    """The 'nothing relates' test over 100,000 candidates keeps no (photos x items) matrix;
+    it must still find the one photo-item pair that reaches the floor, in any block."""
+    from visuallens_app.lens.explain import photo_relatedness, relates_to_any
+
+    rng = np.random.default_rng(3)
+
+    def unit(n: int) -> np.ndarray:
+        v = rng.standard_normal((n, 16)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    photos, items, terms = unit(6), unit(50), unit(40)
+    best = photo_relatedness(photos, items, terms).max(axis=1)
+    top, row = float(best.max()), int(best.argmax())
+    second = float(np.sort(best)[-2])
+    for block in (7, 50, 8192):
+        assert relates_to_any(photos, items, terms, top - 1e-4, block=block)
+        assert not relates_to_any(photos, items, terms, top + 1e-4, block=block)
+    others = np.ones(6, dtype=bool)
+    others[row] = False  # the one photo that reaches the floor cannot be read
+    assert not relates_to_any(photos, items, terms, (top + second) / 2, readable=others, block=7)
+    assert not relates_to_any(photos, items[:0], terms, -10.0)  # no candidates, no relation

@@ -127,3 +127,17 @@ def test_nothing_relates_is_said_instead_of_weak_evidence(
     assert out[0].startswith("Nothing in your photos relates to hiking trail")
     assert out[1].startswith(" 1. ")
     assert "nothing in your photos relates to this" in out[2]
+
+
+@pytest.mark.parametrize("category", ["park", "music venue", "hiking trail"])
+def test_the_library_note_does_not_change_with_how_many_items_are_listed(
+    library: Path, embedded: object, category: str
+) -> None:
+    """Issue 11 item 4: the note above the list said "nothing relates" at -k 1 for a park (its
+    best item has no photo behind it) and nothing at -k 10 (items 7 and 8 have one)."""
+    n = sum(1 for item in load_default_catalog().items if item.category == category)
+    whole = _report(library, embedded, category, n)
+    notes = {k: _report(library, embedded, category, k).library_note for k in (1, 10)}
+    assert notes[1] == notes[10] == whole.library_note
+    # The note says nothing relates exactly when no item of the category has a photo behind it.
+    assert (whole.library_note is None) == any(item.relates for item in whole.items)

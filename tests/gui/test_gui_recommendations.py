@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 from tests_gui_support import open_recommendations, show_category
 
@@ -128,3 +129,86 @@ def test_the_recommendations_toolbar_fits_a_1280_pixel_screen(
     assert window.minimumSizeHint().width() <= 1280
     whole = panel.catalog_label.text()
     assert panel.catalog_label.toolTip() == whole  # the whole line, however short it is drawn
+
+
+def test_a_large_catalog_is_read_once_with_progress_and_a_cancel_keeps_what_was_read(
+    qtbot, make_window, library_copy, tmp_path: Path, monkeypatch
+) -> None:
+    """Issue 12 item 4: the first question about a large catalog embeds its descriptions
+    (minutes for 100,000); the panel shows the count and Cancel stops it, keeping the batches
+    done, and choosing the category again reads only the rest, then recommends."""
+    import re
+    import sqlite3
+
+    from visuallens_app.lens import matching
+    from visuallens_app.lens.history import ITEM_VECTORS
+
+    monkeypatch.setattr(matching, "ITEM_BATCH", 8)  # many batches, so a cancel lands mid-way
+    library, photos = library_copy
+    n = 400
+    folder = tmp_path / "tea-catalog"
+    folder.mkdir()
+    rooms = ["a quiet back room", "a sunny terrace", "low tables", "a garden view", "a long bar"]
+    teas = ["oolong", "matcha", "pu-erh", "jasmine", "sencha", "chai", "rooibos"]
+    lines = [
+        json.dumps(
+            {
+                "name": f"Tea house {i}",
+                "category": "tea house",
+                "description": f"{teas[i % 7].title()} served in {rooms[i % 5]}, table {i}.",
+            }
+        )
+        for i in range(n)
+    ]
+    (folder / "items.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def vectors_kept() -> int:
+        ids = [item.id for item in panel.catalog_info.catalog.items]
+        conn = sqlite3.connect(library / "library.sqlite")
+        try:
+            marks = ",".join("?" * len(ids))
+            query = f"SELECT count(*) FROM {ITEM_VECTORS} WHERE item_id IN ({marks})"
+            return int(conn.execute(query, ids).fetchone()[0])
+        finally:
+            conn.close()
+
+    window, panel = open_recommendations(qtbot, make_window, photos)
+    jobs = []
+    window.session.runner.job_started.connect(
+        lambda job: job.key == "recommend" and jobs.append(job)
+    )
+    bar = panel.catalog_bar
+    panel.load_catalog(folder)  # its one category runs at once
+    counted = re.compile(r"([\d,]+) of 400 descriptions")
+
+    def reading() -> bool:
+        found = counted.match(bar.label.text())
+        return bar.isVisible() and found is not None and int(found[1].replace(",", "")) > 0
+
+    qtbot.waitUntil(reading, timeout=60_000)
+    assert bar.title.text() == "Reading the catalog (once):"
+    assert "tea house" in panel.status.text()
+    qtbot.mouseClick(bar.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: jobs[-1].done, timeout=30_000)
+    assert jobs[-1].outcome == "cancelled"
+    assert not bar.isVisible()
+    status = panel.status.text()
+    assert status.startswith("Stopped reading the catalog:"), status
+    kept = vectors_kept()
+    assert 0 < kept < n
+    assert f"{kept:,} of 400 descriptions read are kept" in status  # what the store holds
+    assert panel.cards == []  # no other category's cards under "tea house"
+
+    totals = []
+    window.session.runner.job_started.connect(
+        lambda job: (
+            job.key == "recommend"
+            and job.progress_changed.connect(lambda p: totals.append(p.total))
+        )
+    )
+    view = show_category(qtbot, panel, "tea house")  # chosen again: reads the rest
+    assert totals[0] == n - kept  # only what the cancel left, not all 400 again
+    assert vectors_kept() == n
+    assert len(panel.cards) == len(view.cards) == 10
+    assert not bar.isVisible()
+    assert "10 tea house picks" in panel.status.text()

@@ -519,12 +519,18 @@ def recommend(  # noqa: PLR0917
     k: int,
     retrieval_size: int,
     cancel: CancelToken,
-) -> RecommendationView:
-    """Rank the catalog's items of ``category`` for this library, with evidence and the grid."""
-    from visuallens_app.lens.service import LensOptions
+) -> Generator[Progress, None, RecommendationView]:
+    """Rank the catalog's items of ``category`` for this library, with evidence and the grid.
+
+    A long job: the category's descriptions the library has not embedded yet are read first
+    (:func:`~visuallens_app.lens.service.prepare`, stage ``"catalog"``: minutes for a large
+    catalog, nothing for one read before), cancellable between batches, keeping those done.
+    """
+    from visuallens_app.lens.service import LensOptions, prepare
     from visuallens_app.lens.service import recommend as lens_recommend
 
     state = queries.state(library_dir, encoder)
+    yield from prepare(state.recommender, catalog, category, cancel)
     report = lens_recommend(
         state.recommender, catalog, category, LensOptions(k=k, w=retrieval_size), cancel
     )

@@ -1,4 +1,4 @@
-"""Small widgets shared by the window and panels: banner, indexing bar, thumbnail delegate."""
+"""Small widgets shared by the window and panels: banner, job bars, thumbnail delegate."""
 
 from __future__ import annotations
 
@@ -53,12 +53,13 @@ def format_duration(seconds: float) -> str:
 
 
 def describe_progress(progress: Progress) -> str:
-    """'1,234 of 5,000 photos · 42.0/s · about 2 min left' (or the job's own message)."""
+    """'1,234 of 5,000 photos · 42.0/s · about 2 min left' (or the job's own message), in the
+    job's own unit ('descriptions' for a catalog)."""
     if progress.stage == "scan" or progress.total <= 0:
         return progress.message or "Scanning folders…"
     if progress.stage == "sweep":
         return "Finishing…"
-    parts = [f"{progress.done:,} of {progress.total:,} photos"]
+    parts = [f"{progress.done:,} of {progress.total:,} {progress.unit}"]
     if progress.rate > 0:
         parts.append(f"{progress.rate:.1f}/s")
     eta = progress.eta_seconds
@@ -113,19 +114,34 @@ class Banner(QFrame):
         return self.label.text()
 
 
-class IndexingBar(QFrame):
-    """Count, rate and ETA of the running index, with pause/resume and cancel."""
+class JobBar(QFrame):
+    """Count, rate and ETA of a long job's counted stage, with cancel (and pause/resume).
+
+    ``stage`` is the Progress stage whose count fills the bar (other stages show it busy);
+    ``pausable`` False hides the pause button (a job on a shared lane must not hold it).
+    """
 
     pause_clicked = Signal()
     resume_clicked = Signal()
     cancel_clicked = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        title: str,
+        stage: str,
+        pausable: bool = True,
+        name: str = "JobBar",
+    ) -> None:
         super().__init__(parent)
-        self.setObjectName("IndexingBar")
+        self.setObjectName(name)
+        self._title = title
+        self._stage = stage
+        self._pausable = pausable
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 6, 8, 6)
-        self.title = QLabel("Indexing")
+        self.title = QLabel(title)
         font = self.title.font()
         font.setBold(True)
         self.title.setFont(font)
@@ -146,13 +162,49 @@ class IndexingBar(QFrame):
         self._paused = False
         self.hide()
 
-    def start(self) -> None:
+    def start(self, text: str = "Starting…") -> None:
         self.set_paused(False)
-        self.pause_button.show()
+        self.pause_button.setVisible(self._pausable)
         self.cancel_button.show()
+        self.cancel_button.setEnabled(True)
         self.bar.setRange(0, 0)
-        self.label.setText("Scanning folders…")
+        self.label.setText(text)
         self.show()
+
+    def set_progress(self, progress: Progress) -> None:
+        if progress.total > 0 and progress.stage == self._stage:
+            self.bar.setRange(0, progress.total)
+            self.bar.setValue(progress.done)
+        elif progress.stage != self._stage:
+            self.bar.setRange(0, 0)
+        self.label.setText(("Paused · " if self._paused else "") + describe_progress(progress))
+
+    def set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.title.setText("Paused" if paused else self._title)
+
+    def set_stopping(self, text: str = "Stopping…") -> None:
+        """Cancel was pressed: the job stops at its next check (after the batch in hand)."""
+        self.cancel_button.setEnabled(False)
+        self.pause_button.hide()
+        self.label.setText(text)
+
+    def _toggle(self) -> None:
+        if self._paused:
+            self.resume_clicked.emit()
+        else:
+            self.pause_clicked.emit()
+
+
+class IndexingBar(JobBar):
+    """Count, rate and ETA of the running index, with pause/resume and cancel."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, title="Indexing", stage="index", name="IndexingBar")
+
+    def start(self, text: str = "Scanning folders…") -> None:
+        super().start(text)
 
     def show_model_loading(self) -> None:
         """The step before indexing: the model loads (seconds, no count to show)."""
@@ -162,25 +214,6 @@ class IndexingBar(QFrame):
         self.bar.setRange(0, 0)
         self.label.setText("Loading the model… indexing starts when it is ready")
         self.show()
-
-    def set_progress(self, progress: Progress) -> None:
-        if progress.total > 0 and progress.stage == "index":
-            self.bar.setRange(0, progress.total)
-            self.bar.setValue(progress.done)
-        elif progress.stage != "index":
-            self.bar.setRange(0, 0)
-        self.label.setText(("Paused · " if self._paused else "") + describe_progress(progress))
-
-    def set_paused(self, paused: bool) -> None:
-        self._paused = paused
-        self.pause_button.setText("Resume" if paused else "Pause")
-        self.title.setText("Paused" if paused else "Indexing")
-
-    def _toggle(self) -> None:
-        if self._paused:
-            self.resume_clicked.emit()
-        else:
-            self.pause_clicked.emit()
 
 
 def item_data(index: QModelIndex | QPersistentModelIndex, role: int) -> object:

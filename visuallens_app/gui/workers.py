@@ -227,6 +227,9 @@ class Job(QObject):
                     self._report(update)
                 elif isinstance(update, Partial):
                     self._partial.emit(update)  # every one: the job decides how many it yields
+        except Cancelled:
+            self._flush_progress()  # the count a cancel keeps, not one a throttle held back
+            raise
         finally:
             gen.close()  # a job cut short still runs its clean-up (hooks removed, threads joined)
 

@@ -84,6 +84,34 @@ def photo_relatedness(
     return out
 
 
+def relates_to_any(
+    photo_vectors: NDArray[np.float32],
+    item_view: NDArray[np.float32],
+    term_vectors: NDArray[np.float32],
+    floor: float,
+    *,
+    readable: NDArray[np.bool_] | None = None,
+    block: int = 8192,
+) -> bool:
+    """Whether any photo (of the ``readable`` ones) relates to at least one item at ``floor``.
+
+    Over every candidate, not the listed ones, so that a sentence resting on it does not depend
+    on how many items are shown. A photo's relatedness is its cosine standardised by its own
+    null statistics, so its best item is its best cosine: items are read in blocks of ``block``
+    and no (photos x candidates) matrix is kept (100,000 candidates).
+    """
+    rows = photo_vectors if readable is None else photo_vectors[readable]
+    if not len(rows) or not len(item_view):
+        return False
+    null = rows @ term_vectors.T
+    mean = null.mean(axis=1)
+    std = np.maximum(null.std(axis=1), 1e-6)
+    best = np.full(len(rows), -np.inf, dtype=np.float32)
+    for start in range(0, len(item_view), block):
+        np.maximum(best, (rows @ item_view[start : start + block].T).max(axis=1), out=best)
+    return bool((((best - mean) / std) >= floor).any())
+
+
 def _strong(values: NDArray[np.float32], order: NDArray[np.intp], floor: float = 0.0) -> list[int]:
     """Indices in ``order`` above ``floor`` and at least RELATIVE_FLOOR x the best value."""
     best = float(values[order[0]]) if len(order) else 0.0

@@ -504,7 +504,13 @@ class TermContributions:
     def rows(self, rows: Sequence[int] | NDArray[np.integer[Any]]) -> NDArray[np.float32]:
         """(len(rows), V) the terms' shares of these candidates' aspect scores."""
         rows = np.asarray(rows, dtype=np.intp)
-        affinity = self.text[rows] @ self.term_vectors.T - self.mean_affinity[None, :]
+        # One product per candidate: a (k, d) x (d, a) product rounds differently for 2 rows
+        # than for 10 (BLAS picks its kernel by shape), and an item's explanation must not
+        # change with how many items are listed. k products of one row cost microseconds.
+        affinity = np.empty((len(rows), len(self.active)), dtype=np.float32)
+        for n, row in enumerate(rows):
+            affinity[n] = self.text[row] @ self.term_vectors.T
+        affinity -= self.mean_affinity[None, :]
         part = (affinity * self.weights[None, :]).astype(np.float32) * self.semantic_scale
         if self.lexical_scale:
             position = np.full(len(self.text), -1, dtype=np.intp)

@@ -36,6 +36,7 @@ from visuallens_app.lens.explain import (
     matched_aspects,
     photo_relatedness,
     photo_support,
+    relates_to_any,
     supporting_photos,
 )
 from visuallens_app.lens.history import History
@@ -216,7 +217,9 @@ class LensResult:
     ``captions`` pairs a history index from ``retrieved`` with its photo's caption, in
     retrieval order; empty when no captioner was given (or no retrieved photo was readable).
     ``personal`` is the share of the order the photos decided (0: none relates, the order is
-    the catalog's prior, described by ``prior_basis``; 1: the photos alone).
+    the catalog's prior, described by ``prior_basis``; 1: the photos alone). ``photos_relate``
+    says whether any retrieved photo relates to any candidate at the evidence floor (all of
+    them, not the listed: False means no item, listed or not, has a photo behind it).
     """
 
     recommendations: tuple[Recommendation, ...]
@@ -226,6 +229,7 @@ class LensResult:
     captions: tuple[tuple[int, str], ...] = ()
     personal: float = 1.0
     prior_basis: str | None = None
+    photos_relate: bool = True
     #: The history the indices above point into (the library may change while it is shown).
     history: History | None = field(default=None, compare=False, repr=False)
 
@@ -258,6 +262,8 @@ class _Scored:
     notes: tuple[str, ...]
     personal: float = 1.0
     prior: Prior | None = None
+    #: Whether a retrieved photo relates to a candidate, when the prior's pass measured it.
+    relates: bool | None = None
 
 
 def default_vocabulary() -> Vocabulary | None:
@@ -421,6 +427,7 @@ def _score(
 
     # The ranking rests on the retrieved photos that relate to the category's items, as much
     # as they do; the catalog's prior orders what they leave open (lens/prior.py).
+    relates: bool | None = None  # whether a retrieved photo relates to any candidate
     matched, share, prior = retrieved, 1.0, None
     matched_weights: NDArray[np.float32] | None = None
     if config.use_prior and vocabulary is not None and len(retrieved):
@@ -433,6 +440,11 @@ def _score(
             rel, lib.evidence_floor, None if trust is None else trust >= READABLE
         )
         share = personal_share(evidence_strength(rel, lib.evidence_floor, speaks, trust))
+        if space is not None and rel.size:  # the evidence's test in _result, over all items
+            related_rows = rel.max(axis=1) >= lib.evidence_floor
+            if trust is not None:
+                related_rows &= trust >= READABLE
+            relates = bool(related_rows.any())
         prior = catalog_prior(candidates, items, prototype)
         if len(history) <= SMALL_LIBRARY:
             # Retrieval keeps every photo of a small library, so the photos that relate to
@@ -496,6 +508,7 @@ def _score(
         tuple(notes),
         share,
         prior,
+        relates,
     )
 
 
@@ -511,10 +524,11 @@ def _result(
     if scored.photo_weights is not None:
         # Each photo's share of the (weighted) profile cosine, not just its closeness.
         support = support * scored.photo_weights[:, None]
+    readable: NDArray[np.bool_] | None = None
     if config.use_reliability:
         # A photo the classifier could not read (blurred noise, a texture) is never a reason.
-        unreadable = photo_reliability(history)[retrieved] < READABLE
-        support = np.where(unreadable[:, None], 0.0, support).astype(np.float32)
+        readable = photo_reliability(history)[retrieved] >= READABLE
+        support = np.where(readable[:, None], support, 0.0).astype(np.float32)
     terms = scored.space.terms if scored.space is not None else ()
     related = (
         photo_relatedness(history.vectors[retrieved], view[order], scored.space.vectors)
@@ -522,6 +536,19 @@ def _result(
         if scored.space is not None and len(retrieved)
         else None
     )
+    # Over every candidate, so that "nothing relates" does not change with k (issue 11).
+    photos_relate = scored.relates
+    if photos_relate is None:
+        if scored.space is None or not len(retrieved):
+            photos_relate = bool(len(retrieved))  # no relation test: any photo may be evidence
+        else:
+            photos_relate = relates_to_any(
+                history.vectors[retrieved],
+                view,
+                scored.space.vectors,
+                lib.evidence_floor,
+                readable=readable,
+            )
     shares = scored.components.term_contributions
     contributions = shares.rows(order) if shares is not None else None  # the listed rows only
     recommendations = tuple(
@@ -552,6 +579,7 @@ def _result(
         scored.notes,
         personal=scored.personal,
         prior_basis=scored.prior.basis if scored.prior is not None else None,
+        photos_relate=photos_relate,
     )
 
 

@@ -128,7 +128,8 @@ class LensReport:
 
     ``profile`` holds the photos of the profile grid (the top retrieved, best first, at most
     :data:`GRID_TILES`); ``retrieved`` how many photos the profile was built from;
-    ``library_note`` is set when nothing in the library relates to the category at all.
+    ``library_note`` is set when nothing in the library relates to any of the category's items
+    (listed or not, so it reads the same for every list size).
     ``lens`` and ``history`` are what a later :func:`with_vlm` pass needs.
     """
 
@@ -144,8 +145,12 @@ class LensReport:
 
     @property
     def library_note(self) -> str | None:
-        """A sentence for above the list when none of the listed items has any photo evidence."""
-        if not self.items or any(item.relates for item in self.items):
+        """A sentence for above the list when no photo relates to any of the category's items.
+
+        Decided over every candidate (:attr:`LensResult.photos_relate`), not the listed ones:
+        an explanation must not depend on how many items are listed (issue 11 item 4).
+        """
+        if not self.items or self.lens.photos_relate:
             return None
         if self.lens.prior_basis is not None and self.lens.personal < 0.5:
             return (

@@ -32,8 +32,14 @@ from visuallens_app.gui.images import pil_to_qimage
 from visuallens_app.gui.panels.base import Panel
 from visuallens_app.gui.session import QUERY_LANE
 from visuallens_app.gui.tasks import CatalogInfo, RecommendationCard, RecommendationView
+from visuallens_app.gui.widgets import JobBar
+from visuallens_app.gui.workers import Job
+from visuallens_app.jobs import Progress
 
 EVIDENCE_SIDE = 72
+#: Progress stage of reading a catalog's new descriptions (lens.matching.EMBED_STAGE; not
+#: imported, so that the window opens before the lens's modules load).
+CATALOG_STAGE = "catalog"
 
 
 def chips(words: list[tuple[str, float]], limit: int = 8) -> str:
@@ -158,6 +164,7 @@ class RecommendationsPanel(Panel):
         self.category.setObjectName("CategoryCombo")
         self.category.setMinimumContentsLength(16)
         self.category.currentTextChanged.connect(self._category_changed)
+        self.category.activated.connect(self._category_picked)
         # Elided, so that the toolbar never makes the window wider than a 1280 px screen.
         self.catalog_label = QElidingLabel()
         self.catalog_label.setObjectName("CatalogLabel")
@@ -205,6 +212,17 @@ class RecommendationsPanel(Panel):
         self.status = QLabel("Choose a category to see recommendations.")
         self.status.setObjectName("RecommendationStatus")
         self.status.setWordWrap(True)
+        # A large catalog's first question reads its descriptions (minutes for 100,000): the
+        # indexing bar's count, rate and cancel. No pause: the run holds the query lane.
+        self.catalog_bar = JobBar(
+            title="Reading the catalog (once):",
+            stage=CATALOG_STAGE,
+            pausable=False,
+            name="CatalogBar",
+        )
+        self.catalog_bar.cancel_clicked.connect(self.cancel_run)
+        self._job: Job | None = None
+        self._read: Progress | None = None  # the run's last count of descriptions read
 
         self.cards_box = QWidget()
         self.cards_layout = QVBoxLayout(self.cards_box)
@@ -253,6 +271,7 @@ class RecommendationsPanel(Panel):
         layout.addLayout(problems_row)
         layout.addWidget(self.problems)
         layout.addWidget(self.status)
+        layout.addWidget(self.catalog_bar)
         layout.addWidget(splitter, 1)
 
         session.thumbnails.thumbnail_ready.connect(self._thumbnail_ready)
@@ -325,12 +344,24 @@ class RecommendationsPanel(Panel):
 
     # -- running -----------------------------------------------------------------------------
     def set_category(self, category: str) -> None:
+        """Choose ``category`` as the user does in the list (choosing it again resumes it)."""
         index = self.category.findText(category, Qt.MatchFlag.MatchFixedString)
-        if index >= 0:
+        if index < 0:
+            return
+        if index == self.category.currentIndex():
+            self._category_picked(index)
+        else:
             self.category.setCurrentIndex(index)
 
     def _category_changed(self, _text: str) -> None:
         self.run()
+
+    def _category_picked(self, _index: int) -> None:
+        """The category chosen again after its run was cancelled: run it (a changed choice
+        already started one)."""
+        shown = self.view is not None and self.view.category == self.category.currentText()
+        if self.session.runner.current("recommend") is None and not shown:
+            self.run()
 
     def _maybe_run(self) -> None:
         if self.catalog_info is not None and self.isVisible():
@@ -349,6 +380,8 @@ class RecommendationsPanel(Panel):
         directory, queries = self.session.library_dir, self.session.queries
         k, w = self.top_k.value(), self.session.settings.retrieval_size
         self.status.setText(f"Looking through your photos for {category}…")
+        self._read = None
+        self.catalog_bar.hide()
         job = self.session.runner.start(
             "recommend",
             lambda ctx: tasks.recommend(
@@ -356,9 +389,58 @@ class RecommendationsPanel(Panel):
             ),
             lane=QUERY_LANE,
         )
+        self._job = job
+        job.progress_changed.connect(lambda p, j=job, c=category: self._progress(j, c, p))
         job.succeeded.connect(self._show)
         job.succeeded.connect(self._maybe_rerank)
         job.failed.connect(self._failed)
+        job.cancelled.connect(lambda j=job, c=category: self._cancelled(j, c))
+        job.finished.connect(lambda j=job: self._run_finished(j))
+
+    def cancel_run(self) -> None:
+        """Stop the running question; the descriptions read so far stay in the library."""
+        job = self._job
+        if job is not None and not job.done:
+            job.cancel()
+            self.catalog_bar.set_stopping("Stopping after the descriptions being read…")
+
+    def _progress(self, job: Job, category: str, progress: Progress) -> None:
+        if job is not self._job or progress.stage != CATALOG_STAGE:
+            return  # a superseded run's last batch
+        if self._read is None:
+            self.catalog_bar.start()
+        self._read = progress
+        if not job.token.cancelled:
+            self.catalog_bar.set_progress(progress)
+        if progress.total > 0 and progress.done >= progress.total:
+            self.status.setText(f"Looking through your photos for {category}…")
+        else:
+            self.status.setText(
+                f"Reading the catalog's {category} descriptions once; the recommendations follow."
+            )
+
+    def _cancelled(self, job: Job, category: str) -> None:
+        if job is not self._job:
+            return  # superseded: the newer run speaks for itself
+        read = self._read
+        if read is not None and read.total > 0 and read.done < read.total:
+            self.status.setText(
+                f"Stopped reading the catalog: {read.done:,} of {read.total:,} {read.unit} "
+                f"read are kept. Choose {category} again to read the rest and see its "
+                "recommendations."
+            )
+        else:
+            self.status.setText(
+                f"Stopped before the {category} recommendations were ready. Choose {category} "
+                "again to see them."
+            )
+        if self.view is not None and self.view.category != category:
+            self._clear_view()  # another category's cards under this one's name
+
+    def _run_finished(self, job: Job) -> None:
+        if job is self._job:
+            self._job = None
+            self.catalog_bar.hide()
 
     def _maybe_rerank(self, view: RecommendationView) -> None:
         """Second pass, on the model's lane: the VLM re-orders the cards already shown."""
@@ -385,6 +467,13 @@ class RecommendationsPanel(Panel):
             card.setParent(None)
             card.deleteLater()
         self.cards = []
+
+    def _clear_view(self) -> None:
+        self.view = None
+        self._clear_cards()
+        self.grid_image.clear()
+        self.grid_title.setText("<b>Your profile</b>")
+        self.profile_aspects.setText("")
 
     def _show(self, view: RecommendationView) -> None:
         self.view = view
