@@ -10,7 +10,6 @@ cheap and the window appears before torch loads.
 from __future__ import annotations
 
 import inspect
-
 import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
