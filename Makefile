@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PHOTOS ?=
+# pytest-xdist workers for `make test` (0: one process). Each test file stays on one worker.
+TEST_WORKERS ?= 2
 # torch and torchvision come from wheels on this disk (pip takes them without a big download).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
@@ -36,7 +38,7 @@ contracts: $(STAMP)
 
 unit: $(STAMP)
 	@$(BIN)/python -m visuallens_app.gui.system_libs --install --xvfb
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: lint typecheck contracts unit
 

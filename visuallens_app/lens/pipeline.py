@@ -467,8 +467,12 @@ def _score(
                     if len(matched)
                     else None
                 )
-        if share == 0.0:
-            notes.append(f"Nothing in your photos relates to {category}; ranked by {prior.basis}.")
+        if share == 0.0 and relates is not False:
+            # Some photo passes the evidence floor for an item, none by the category's margin.
+            # (Where none passes it, the report says "nothing relates" above the list.)
+            notes.append(
+                f"Your photos say too little about {category} to order it: ranked by {prior.basis}."
+            )
         elif share < 0.5:
             notes.append(
                 f"Few of your photos relate to {category}: they decide {share:.0%} of the "
