@@ -97,3 +97,47 @@ def test_standout_is_in_units_of_each_photos_own_spread() -> None:
     expected = (0.5 - np.nanmean(own, axis=1)) / np.nanstd(own, axis=1)
     got = standout(np.full(2, 0.5, dtype=np.float32), photos, null)
     assert np.allclose(got, expected, atol=1e-4)
+
+
+class _Counting:
+    """The real encoder, counting the texts it is asked to embed."""
+
+    def __init__(self, encoder: object) -> None:
+        self._encoder = encoder
+        self.texts: list[str] = []
+
+    def encode_texts(self, texts):  # type: ignore[no-untyped-def]
+        self.texts.extend(texts)
+        return self._encoder.encode_texts(texts)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._encoder, name)
+
+
+def test_a_new_librarys_first_search_does_not_embed_the_null_set_again(
+    library: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The null set belongs to the encoder: a second library (a new process, nothing in memory)
+    reads it from the cache directory instead of embedding some 200 words again."""
+    import shutil
+    import sqlite3
+
+    from visuallens_app.lens import history
+    from visuallens_app.models.registry import load_encoder
+
+    monkeypatch.setenv("VISUALLENS_CACHE_DIR", str(tmp_path / "cache"))
+    found = {}
+    for name in ("first", "second"):
+        copy = tmp_path / name
+        shutil.copytree(library[0], copy)
+        with sqlite3.connect(copy / "library.sqlite") as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {history.TEXT_VECTORS}")  # nothing embedded here
+        with history._memo_lock:
+            history._memo.clear()  # nothing in this process's memory either
+        encoder = _Counting(load_encoder("embedded", device="cpu").encoder)
+        with PhotoStore(copy) as store:
+            hits = PhotoSearch(store, encoder).text("coffee in a cup on a table", k=20)  # type: ignore[arg-type]
+        found[name] = (encoder.texts, [(h.photo.path.name, h.match) for h in hits])
+    assert len(found["first"][0]) > 100  # the query and the null set's words
+    assert found["second"][0] == ["coffee in a cup on a table"]  # the query alone
+    assert found["second"][1] == found["first"][1]  # the same line between matches and the rest

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +58,39 @@ class SearchHit:
             "score": round(self.score, 6),
             "match": self.match,
         }
+
+
+def null_text_file(encoder_id: str, words: Sequence[str]) -> Path:
+    """Where an encoder's embedded text null set is kept (keyed by the encoder and the words)."""
+    from visuallens_app import settings
+
+    key = hashlib.sha256(json.dumps([encoder_id, list(words)]).encode()).hexdigest()[:24]
+    return settings.cache_dir() / "encoders" / "search-null" / f"{key}.npy"
+
+
+def _read_null(file: Path, n: int, dim: int) -> NDArray[np.float32] | None:
+    """The cached null set, or None when it is missing, damaged or of another shape."""
+    try:
+        vectors = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if vectors.shape != (n, dim) or vectors.dtype != np.float32:
+        return None
+    out: NDArray[np.float32] = vectors
+    return out
+
+
+def _write_null(file: Path, vectors: NDArray[np.float32]) -> None:
+    """Keep the null set for the next library (best effort: a cache)."""
+    from visuallens_app.index.cache_files import write_atomic
+
+    buffer = io.BytesIO()
+    np.save(buffer, vectors, allow_pickle=False)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(file, buffer.getvalue())
+    except OSError:
+        pass
 
 
 def standout(
@@ -170,7 +207,12 @@ class PhotoSearch:
         return out
 
     def _null_texts(self) -> NDArray[np.float32]:
-        """The text null set: every 4th aspect word, embedded once and cached in the store."""
+        """The text null set: every 4th aspect word, embedded once per encoder.
+
+        It is the encoder's, not the library's: kept in the cache directory
+        (:func:`null_text_file`), so a new library's first search does not embed some 200
+        words again (seconds with CLIP's text tower), and in the store's text cache too.
+        """
         if self._text_null is None:
             from visuallens_app.lens.history import encode_texts_cached
             from visuallens_app.lens.vocabulary import AspectVocabulary
@@ -179,7 +221,11 @@ class PhotoSearch:
                 words = AspectVocabulary.load().terms[::4]
             except (OSError, VisualLensError):  # no vocabulary: every hit counts as a match
                 words = ()
-            self._text_null = encode_texts_cached(self.encoder, list(words), self.store.db)
+            file = null_text_file(self.encoder.id, words)
+            self._text_null = _read_null(file, len(words), self.encoder.dim)
+            if self._text_null is None:
+                self._text_null = encode_texts_cached(self.encoder, list(words), self.store.db)
+                _write_null(file, self._text_null)
         return self._text_null
 
     def _null_photos(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
