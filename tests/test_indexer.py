@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,6 +174,26 @@ def test_cancel_keeps_written_batches_and_resumes(
     assert len(_paths(library_dir)) == 75
 
 
+def _wait_until_committed(library: Path, proc: subprocess.Popen[Any], n: int) -> None:
+    """Return once ``n`` photos are committed to ``library`` (or ``proc`` ended, or 120 s).
+
+    A cheap read-only look every 20 ms: opening a PhotoStore per poll was slow enough on a
+    loaded machine that the whole run finished before the test could interrupt it.
+    """
+    db = library / "library.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                    done = conn.execute("SELECT count(*) FROM photos WHERE state = 'ok'")
+                    if done.fetchone()[0] >= n:
+                        return
+            except sqlite3.Error:  # the library is still being created
+                pass
+        time.sleep(0.02)
+
+
 def test_killed_run_resumes_to_the_same_state(
     library_dir: Path, photo_dir: Path, tmp_path: Path, sample_images: dict[str, Image.Image]
 ) -> None:
@@ -183,20 +204,7 @@ def test_killed_run_resumes_to_the_same_state(
     cmd += ["--encoder", "embedded", "--library", str(library_dir)]
     env = dict(os.environ)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    db = library_dir / "library.sqlite"
-    while time.monotonic() < deadline and proc.poll() is None:
-        # A cheap read-only look (opening a PhotoStore per poll let the run finish first on a
-        # loaded machine): kill once the first chunks of photos are committed.
-        if db.exists():
-            try:
-                with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-                    done = conn.execute("SELECT count(*) FROM photos WHERE state = 'ok'")
-                    if done.fetchone()[0] >= 8:
-                        break
-            except sqlite3.Error:
-                pass
-        time.sleep(0.02)
+    _wait_until_committed(library_dir, proc, 8)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with PhotoStore(library_dir) as store:
@@ -527,15 +535,7 @@ def test_ctrl_c_on_the_command_line_says_how_many_photos_are_kept(
     cmd = [sys.executable, "-m", "visuallens_app.cli", "index", str(photo_dir)]
     cmd += ["--encoder", "embedded", "--library", str(library_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with PhotoStore(library_dir) as store:
-                if store.counts()["ok"] >= 4:
-                    break
-        except Exception:  # the library is still being created
-            pass
-        time.sleep(0.1)
+    _wait_until_committed(library_dir, proc, 4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
