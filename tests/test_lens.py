@@ -390,6 +390,35 @@ def test_item_vectors_are_cached_in_the_store(fake: WordEncoder, tmp_path: Path)
     assert db[ITEM_VECTORS].count == len(CAFES) + 1
 
 
+def test_a_cancelled_catalog_read_keeps_its_batches_and_the_next_reads_only_the_rest(
+    fake: WordEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite_utils
+
+    from visuallens_app.errors import Cancelled
+    from visuallens_app.jobs import CancelToken
+    from visuallens_app.lens import matching
+
+    monkeypatch.setattr(matching, "ITEM_BATCH", 2)
+    items = [item(f"Cafe {i}", f"espresso and cake, number {i}") for i in range(9)]
+    db = sqlite_utils.Database(tmp_path / "lens.sqlite")
+    cancel = CancelToken()
+    job = matching.embed_items_job(items, fake, db=db, cancel=cancel)
+    steps = [next(job), next(job), next(job)]  # the count, then two batches
+    assert [p.done for p in steps] == [0, 2, 4]
+    assert steps[0].total == 9
+    assert steps[0].unit == "descriptions"
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(job)
+    assert db[ITEM_VECTORS].count == 4  # what was read before the cancel is kept
+
+    rest = list(matching.embed_items_job(items, fake, db=db))
+    assert rest[0].total == 5  # only what the cancelled run had not read
+    resumed = matching.embed_items(items, fake, db=db)
+    np.testing.assert_allclose(resumed.text, embed_items(items, fake).text, atol=1e-6)
+
+
 # -- real encoder ------------------------------------------------------------------------------
 
 

@@ -187,16 +187,19 @@ def embed_items_job(
     """
     d = encoder.dim
     m = len(items)
-    text = np.zeros((m, d), dtype=np.float32)
-    image = np.zeros((m, d), dtype=np.float32)
-    has_image = np.zeros(m, dtype=bool)
+    out = ItemVectors(
+        tuple(it.id for it in items),
+        np.zeros((m, d), dtype=np.float32),
+        np.zeros((m, d), dtype=np.float32),
+        np.zeros(m, dtype=bool),
+    )
     hashes = list(hashes) if hashes is not None else [item_hash(it) for it in items]
     todo = list(range(m))
     if db is not None and m:
         ensure_lens_tables(db)
-        todo = _read_cached(db, items, hashes, encoder, text=text, image=image, has_image=has_image)
+        todo = _read_cached(db, items, hashes, encoder.id, out)
     if not todo:
-        return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+        return out
     texts = {i: item_text(items[i]) for i in todo}
     todo.sort(key=lambda i: len(texts[i]))  # a batch is padded to its longest text
     with_images = [i for i in todo if items[i].images]
@@ -206,12 +209,10 @@ def embed_items_job(
         if cancel is not None:
             cancel.check()
         batch = todo[start : start + ITEM_BATCH]
-        text[batch] = encode_texts_cached(encoder, [texts[i] for i in batch])
+        out.text[batch] = encode_texts_cached(encoder, [texts[i] for i in batch])
         # An item with images is saved once its images are embedded too (below).
         done = [i for i in batch if not items[i].images]
-        _save_items(
-            db, items, hashes, encoder, text=text, image=image, has_image=has_image, rows=done
-        )
+        _save_items(db, items, hashes, encoder.id, out, rows=done)
         meter.advance(len(batch))
         yield meter.progress()
     if with_images:
@@ -222,43 +223,26 @@ def embed_items_job(
                 cancel.check()
             vec, counts[i] = _image_mean(items[i].images, encoder)
             if vec is not None:
-                image[i], has_image[i] = vec, True
-            _save_items(
-                db,
-                items,
-                hashes,
-                encoder,
-                text=text,
-                image=image,
-                has_image=has_image,
-                rows=[i],
-                counts=counts,
-            )
+                out.image[i], out.has_image[i] = vec, True
+            _save_items(db, items, hashes, encoder.id, out, rows=[i], counts=counts)
             meter.advance()
             if meter.due() or n == len(with_images):
                 yield meter.progress()
-    return ItemVectors(tuple(it.id for it in items), text, image, has_image)
+    return out
 
 
 def _read_cached(
-    db: Any,
-    items: Sequence[CatalogItem],
-    hashes: Sequence[str],
-    encoder: Encoder,
-    *,
-    text: NDArray[np.float32],
-    image: NDArray[np.float32],
-    has_image: NDArray[np.bool_],
+    db: Any, items: Sequence[CatalogItem], hashes: Sequence[str], encoder_id: str, out: ItemVectors
 ) -> list[int]:
-    """Fill the rows the store has vectors for (same id and content); the rest's indices."""
-    d = encoder.dim
+    """Fill ``out``'s rows the store has vectors for (same id and content); the rest's indices."""
+    d = out.text.shape[1]
     m = len(items)
     select = f"SELECT item_id, item_hash, text_vector, image_vector FROM {ITEM_VECTORS} "
     found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
     stored = int(db.execute(f"SELECT count(*) FROM {ITEM_VECTORS}").fetchone()[0])
     if stored <= 2 * m:
         # Most of the cache is these items: one scan reads it at half the cost of lookups.
-        rows = db.execute(select + "WHERE encoder_id = ?", [encoder.id])
+        rows = db.execute(select + "WHERE encoder_id = ?", [encoder_id])
         found = {(r[0], r[1]): (r[2], r[3]) for r in rows}
     else:
         for start in range(0, m, 400):
@@ -266,7 +250,7 @@ def _read_cached(
             marks = ",".join("?" * len(chunk))
             for row in db.execute(
                 select + f"WHERE encoder_id = ? AND item_id IN ({marks})",
-                [encoder.id, *(it.id for it in chunk)],
+                [encoder_id, *(it.id for it in chunk)],
             ):
                 found[(row[0], row[1])] = (row[2], row[3])
     todo = []
@@ -286,10 +270,12 @@ def _read_cached(
             image_blobs.append(hit[1])
     # One conversion per matrix, not one per item: 100,000 cached items in milliseconds.
     if rows_found:
-        text[rows_found] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
+        out.text[rows_found] = np.frombuffer(b"".join(text_blobs), dtype=np.float32).reshape(-1, d)
     if image_rows:
-        image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(-1, d)
-        has_image[image_rows] = True
+        out.image[image_rows] = np.frombuffer(b"".join(image_blobs), dtype=np.float32).reshape(
+            -1, d
+        )
+        out.has_image[image_rows] = True
     return todo
 
 
@@ -297,15 +283,13 @@ def _save_items(
     db: Any | None,
     items: Sequence[CatalogItem],
     hashes: Sequence[str],
-    encoder: Encoder,
+    encoder_id: str,
+    vectors: ItemVectors,
     *,
-    text: NDArray[np.float32],
-    image: NDArray[np.float32],
-    has_image: NDArray[np.bool_],
     rows: Sequence[int],
     counts: dict[int, int] | None = None,
 ) -> None:
-    """Write ``rows``' vectors to the store's item cache (``counts``: images read per row)."""
+    """Write ``rows`` of ``vectors`` to the store's item cache (``counts``: images per row)."""
     counts = counts or {}
     if db is None or not rows:
         return
@@ -318,9 +302,9 @@ def _save_items(
                 (
                     items[i].id,
                     hashes[i],
-                    encoder.id,
-                    text[i].tobytes(),
-                    image[i].tobytes() if has_image[i] else b"",
+                    encoder_id,
+                    vectors.text[i].tobytes(),
+                    vectors.image[i].tobytes() if vectors.has_image[i] else b"",
                     counts.get(i, 0),
                 )
                 for i in rows

@@ -230,25 +230,16 @@ def prepare(
     catalog: Catalog,
     category: str,
     cancel: CancelToken | None = None,
-) -> Job[int]:
+) -> Job[None]:
     """Embed ``category``'s items the library has no vectors for yet, as a long job.
 
     The first question about a large catalog embeds every item description once (minutes for
     100,000); this yields Progress meanwhile (stage ``"catalog"``) and stops at ``cancel``
-    between batches, keeping what was embedded. Returns how many items were new. Front-ends
-    run it before :func:`recommend`, which then finds every vector in memory; for a catalog
-    the library knows already it yields nothing.
+    between batches, keeping what was embedded. Front-ends run it before :func:`recommend`,
+    which then finds every vector in memory; for a catalog the library knows already it yields
+    nothing.
     """
-    candidates = candidates_for(catalog, category)
-    new = 0
-    job = recommender.item_vectors_job(candidates, cancel)
-    while True:
-        try:
-            progress = next(job)
-        except StopIteration:
-            return new
-        new = new or progress.total  # the first step counts the new descriptions
-        yield progress
+    yield from recommender.item_vectors_job(candidates_for(catalog, category), cancel)
 
 
 def recommend(
