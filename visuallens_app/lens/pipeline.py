@@ -730,6 +730,11 @@ class Recommender:
     def history(self) -> History:
         return self.library().history
 
+    def check_history(self) -> None:
+        """Refuse (:class:`NotEnoughHistoryError`) a library with too few photos to profile,
+        before anything slow is done for a question it cannot answer."""
+        _check_history(self.library().history)
+
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
         return run_to_end(self.item_vectors_job(items))
 
@@ -767,7 +772,7 @@ class Recommender:
         """
         config = config or LensConfig()
         lib = self.library()
-        _check_history(lib.history)
+        self.check_history()
         candidates = candidates_for(catalog, category)
         items = self.item_vectors(candidates)
         with _single_blas_thread():
