@@ -34,12 +34,9 @@ from visuallens_app.gui.session import QUERY_LANE
 from visuallens_app.gui.tasks import CatalogInfo, RecommendationCard, RecommendationView
 from visuallens_app.gui.widgets import JobBar
 from visuallens_app.gui.workers import Job
-from visuallens_app.jobs import Progress
+from visuallens_app.jobs import CATALOG_STAGE, Progress
 
 EVIDENCE_SIDE = 72
-#: Progress stage of reading a catalog's new descriptions (lens.matching.EMBED_STAGE; not
-#: imported, so that the window opens before the lens's modules load).
-CATALOG_STAGE = "catalog"
 
 
 def chips(words: list[tuple[str, float]], limit: int = 8) -> str:
