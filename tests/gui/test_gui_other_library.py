@@ -159,3 +159,35 @@ def test_a_folder_added_before_the_library_was_read_keeps_the_librarys_own_folde
         qtbot.waitUntil(lambda: len(_names(window.library_panel)) == 6, timeout=10_000)
     finally:
         assert session.shutdown(15_000)
+
+
+def test_settings_refuse_new_folders_and_a_new_location_in_one_ok(
+    qtbot, open_window, other_library, tmp_path: Path
+) -> None:
+    """The folders listed are the open library's, the location is the settings': moving away
+    in the same OK would cancel the indexing that records the folders just added."""
+    from visuallens_app.gui.panels.settings import SettingsDialog
+
+    library, photos, elsewhere = other_library
+    more = tmp_path / "more"
+    more.mkdir()
+    window = open_window()
+    session = window.session
+    qtbot.waitUntil(lambda: session.folders == [photos], timeout=10_000)
+    dialog = SettingsDialog(session, window)
+    qtbot.addWidget(dialog)
+    dialog.add_folder_path(str(more))
+    dialog.library.setText(str(tmp_path / "moved"))
+    dialog.accept()
+    assert dialog.result() != dialog.DialogCode.Accepted  # still open, nothing applied
+    assert "not both at once" in dialog.library_note.text()
+    assert session.library_dir == library
+    assert session.folders == [photos]
+    saved = Settings.load()
+    assert saved.library_dir == str(tmp_path / "own-library")
+    assert saved.photo_folders == [str(elsewhere)]
+
+    dialog.library.setText(str(tmp_path / "own-library"))  # one change at a time: accepted
+    dialog.accept()
+    assert dialog.result() == dialog.DialogCode.Accepted
+    qtbot.waitUntil(lambda: session.folders == [photos, more], timeout=10_000)

@@ -329,11 +329,23 @@ class SettingsDialog(QDialog):
         settings = session.settings
         old_folders = [str(folder) for folder in session.folders]
         new_folders = self.folder_list()
+        new_library = self.library.text().strip()
+        if (
+            not session.follows_settings
+            and new_library != settings.library_dir
+            and set(new_folders) != set(old_folders)
+        ):
+            # The folders are the open library's, the location the settings': moving away
+            # would cancel the indexing that records the folders just added here.
+            self.library_note.setText(
+                f"Change the folders of {session.library_dir} or the library location, not "
+                "both at once: press OK for one, then open Settings again for the other."
+            )
+            return
         model_changed = (
             self.encoder.currentData() != settings.encoder
             or self.device.currentText() != settings.device
         )
-        new_library = self.library.text().strip()
         settings.encoder = self.encoder.currentData()
         settings.device = self.device.currentText()
         settings.retrieval_size = self.retrieval.value()
