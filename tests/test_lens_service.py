@@ -141,3 +141,21 @@ def test_the_library_note_does_not_change_with_how_many_items_are_listed(
     assert notes[1] == notes[10] == whole.library_note
     # The note says nothing relates exactly when no item of the category has a photo behind it.
     assert (whole.library_note is None) == any(item.relates for item in whole.items)
+
+
+def test_a_library_too_small_is_refused_before_the_catalog_is_read(
+    embedded: object, tmp_path: Path
+) -> None:
+    """Reading a large catalog takes minutes: an empty library must not wait for it to hear
+    that it has too few photos."""
+    from visuallens_app.errors import NotEnoughHistoryError
+    from visuallens_app.jobs import run_to_end
+    from visuallens_app.lens.history import ITEM_VECTORS
+    from visuallens_app.lens.service import prepare
+
+    with PhotoStore(tmp_path / "empty") as store:
+        recommender = Recommender(store, embedded)  # type: ignore[arg-type]
+        with pytest.raises(NotEnoughHistoryError, match="visuallens index"):
+            run_to_end(prepare(recommender, load_default_catalog(), "coffee shop"))
+        tables = store.db.table_names()
+        assert ITEM_VECTORS not in tables or store.db[ITEM_VECTORS].count == 0

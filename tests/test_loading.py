@@ -454,6 +454,17 @@ def test_a_replaced_checkpoint_or_a_damaged_cache_never_gives_stale_vectors(
     assert repaired["imported"] == []
     np.testing.assert_allclose(np.array(repaired["vectors"]), expected, atol=1e-5)
 
+    # Truncated weights (a disk that filled up, a copy cut short): the query is answered by
+    # open_clip instead of failing, and the entry is written anew for the next one.
+    for weights in cache.glob("*/text-tower.safetensors"):
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with _tiny_arch(TINY_CLIP):
+        answered = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+        np.testing.assert_allclose(answered.encode_texts(texts), expected, atol=1e-6)
+    rewritten = _cold_text_query(checkpoint, texts)
+    assert rewritten["imported"] == []
+    np.testing.assert_allclose(np.array(rewritten["vectors"]), expected, atol=1e-5)
+
 
 def _cold_text_query_in_process(checkpoint: Path, texts: list[str]) -> object:
     """An encoder of the unregistered "tiny-test" arch: only a cache entry can answer it."""

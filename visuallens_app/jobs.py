@@ -72,6 +72,12 @@ class CancelToken:
             raise Cancelled
 
 
+#: The stage of reading a catalog's descriptions the library has not embedded yet (the
+#: lens's first question about a large catalog): named here, where the CLI's and the window's
+#: progress displays can read it without importing the lens.
+CATALOG_STAGE = "catalog"
+
+
 class ProgressMeter:
     """Builds Progress records with a rate, and says when one is worth emitting (~10 per second)."""
 

@@ -63,10 +63,6 @@ def platform_library_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
-def default_library_dir() -> Path:
-    return library_override() or platform_library_dir()
-
-
 def same_library(a: Path | str, b: Path | str) -> bool:
     """Whether two spellings of a library folder name the same folder (``~``, relative paths and
     symlinks followed, so ``--library ~/lib`` and ``/home/me/lib`` agree)."""

@@ -450,3 +450,8 @@ def test_the_folder_filter_lists_folders_inside_photo_folders(
     qtbot.waitUntil(lambda: _names(panel) == ["oslo.jpg"], timeout=10_000)  # and deeper
     panel.folder_filter.setCurrentIndex(panel.folder_filter.findText("trips"))
     qtbot.waitUntil(lambda: sorted(_names(panel)) == ["lisbon.jpg", "oslo.jpg"], timeout=10_000)
+
+    # The library's summary refreshes often (the watcher, every index run): a list the user
+    # has open is not emptied and refilled under the pointer when its folders are the same.
+    with qtbot.assertNotEmitted(panel.folder_filter.model().rowsRemoved, wait=200):
+        window.session.summary_changed.emit(window.session.summary)

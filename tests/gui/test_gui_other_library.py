@@ -131,3 +131,31 @@ def test_the_settings_own_library_still_follows_the_settings_folders(
     assert session.folders == [elsewhere]
     qtbot.waitUntil(lambda: _names(window.library_panel) == ["settings-cat.jpg"], timeout=60_000)
     qtbot.waitUntil(lambda: not session.indexing and not session.index_pending, timeout=60_000)
+
+
+def test_a_folder_added_before_the_library_was_read_keeps_the_librarys_own_folders(
+    qtbot, encoder_loaded, other_library, sample_images, tmp_path: Path
+) -> None:
+    """A folder added at once (the welcome page offers it before the library's first summary
+    has come) joins the library's folders instead of standing in for them."""
+    from visuallens_app.gui.main_window import MainWindow
+    from visuallens_app.gui.session import LibrarySession
+    from visuallens_app.library.store import PhotoStore
+
+    library, photos, _elsewhere = other_library
+    more = tmp_path / "more"
+    more.mkdir()
+    sample_images["coffee"].save(more / "latte.jpg", quality=90)
+    session = LibrarySession(Settings.load(), watch=False)
+    window = MainWindow(session)
+    qtbot.addWidget(window)
+    try:
+        assert session.add_folder(more)  # before start(): nothing is known of the library yet
+        session.start()
+        qtbot.waitUntil(lambda: session.folders == [photos, more], timeout=30_000)
+        qtbot.waitUntil(lambda: not session.indexing and not session.index_pending, timeout=60_000)
+        with PhotoStore(library) as store:
+            assert store.roots() == [more, photos]
+        qtbot.waitUntil(lambda: len(_names(window.library_panel)) == 6, timeout=10_000)
+    finally:
+        assert session.shutdown(15_000)

@@ -143,7 +143,7 @@ def test_a_large_catalog_is_read_once_with_progress_and_a_cancel_keeps_what_was_
     from visuallens_app.lens import matching
     from visuallens_app.lens.history import ITEM_VECTORS
 
-    monkeypatch.setattr(matching, "ITEM_BATCH", 8)  # many batches, so a cancel lands mid-way
+    monkeypatch.setattr(matching, "ITEM_BATCH", 2)  # many batches, so a cancel lands mid-way
     library, photos = library_copy
     n = 400
     folder = tmp_path / "tea-catalog"
@@ -188,6 +188,11 @@ def test_a_large_catalog_is_read_once_with_progress_and_a_cancel_keeps_what_was_
     qtbot.waitUntil(reading, timeout=60_000)
     assert bar.title.text() == "Reading the catalog (once):"
     assert "tea house" in panel.status.text()
+    # Meanwhile a search in the library answers: the read does not hold the query lane.
+    library_panel = window.library_panel
+    library_panel.search("cat")
+    qtbot.waitUntil(lambda: library_panel.model.mode == "results", timeout=20_000)
+    assert not jobs[-1].done
     qtbot.mouseClick(bar.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: jobs[-1].done, timeout=30_000)
     assert jobs[-1].outcome == "cancelled"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from visuallens_app.errors import Cancelled, user_message
-from visuallens_app.jobs import CancelToken, Partial, Progress, StreamingJob
+from visuallens_app.jobs import CATALOG_STAGE, CancelToken, Partial, Progress, StreamingJob
 from visuallens_app.settings import Settings
 
 R = TypeVar("R")
@@ -154,7 +154,7 @@ STAGE_LABELS = {
     "scan": "Scanning",
     "index": "Indexing",
     "sweep": "Tidying up",
-    "catalog": "Reading the catalog (once)",
+    CATALOG_STAGE: "Reading the catalog (once)",
 }
 
 

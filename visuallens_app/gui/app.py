@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(args)
     if options.library:
         # Absolute: the workers and a later look at the settings must name the same folder.
-        os.environ["VISUALLENS_LIBRARY"] = os.path.abspath(os.path.expanduser(options.library))
+        from visuallens_app.library.paths import normalise_root
+
+        os.environ["VISUALLENS_LIBRARY"] = str(normalise_root(options.library))
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -92,9 +92,10 @@ class LibrarySession(QObject):
         # The library this window has open: VISUALLENS_LIBRARY (visuallens-app --library) when
         # set, else the settings'. Folders belong to it: the settings' photo_folders only for the
         # settings' own library; another library's are its roots, learnt with the first summary
-        # (None until then) and never written into the settings.
+        # (folders added before it are kept) and never written into the settings.
         self._library = self.settings.library_path
-        self._library_folders: list[Path] | None = None
+        self._library_folders: list[Path] = []
+        self._roots_learnt = False
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -111,7 +112,7 @@ class LibrarySession(QObject):
         """The open library's photo folders."""
         if self.follows_settings:
             return [Path(f) for f in self.settings.photo_folders]
-        return list(self._library_folders or [])
+        return list(self._library_folders)
 
     def start(self) -> None:
         """After the window is shown: load the model, read the library, start watching."""
@@ -143,7 +144,7 @@ class LibrarySession(QObject):
         self.save_settings()
         # Chosen in Settings, so it is the settings' library now, whatever the environment said.
         self._library = self.settings.apps_library
-        self._library_folders = None
+        self._library_folders, self._roots_learnt = [], False
         if was_another:  # the settings' folders replace the other library's
             self.folders_changed.emit(self.folders)
             self._sync_watcher()
@@ -201,7 +202,7 @@ class LibrarySession(QObject):
                 self.settings.photo_folders.append(str(folder))
                 self.save_settings()
             else:  # another library's folder: indexing records it in that library
-                self._library_folders = [*(self._library_folders or []), folder]
+                self._library_folders = [*self._library_folders, folder]
             self.folders_changed.emit(self.folders)
             self._sync_watcher()
         self.index([folder])
@@ -320,14 +321,16 @@ class LibrarySession(QObject):
 
     def _on_summary(self, summary: tasks.LibrarySummary) -> None:
         self.summary = summary
-        if not self.follows_settings and self._library_folders is None:
+        if not self.follows_settings and not self._roots_learnt:
             self._learn_library_folders(summary.roots)
         self.summary_changed.emit(summary)
 
     def _learn_library_folders(self, roots: list[Path]) -> None:
         """Another library's folders, from its first summary: listed, watched, and re-scanned
-        as the settings' folders are at start."""
-        self._library_folders = list(roots)
+        as the settings' folders are at start. Folders added before it came stay, after them."""
+        self._roots_learnt = True
+        added = [f for f in self._library_folders if f not in roots]
+        self._library_folders = [*roots, *added]
         if not roots:
             return
         self.folders_changed.emit(self.folders)

@@ -509,6 +509,23 @@ def _grid(report: LensReport, thumbs: ThumbnailCache) -> ProfileGrid | None:
     return report.grid(load)
 
 
+def read_catalog(
+    library_dir: Path, encoder: Any, catalog: Catalog, category: str, cancel: CancelToken
+) -> Generator[Progress, None, None]:
+    """Embed the descriptions of ``category`` the library has not read yet, with progress.
+
+    :func:`~visuallens_app.lens.service.prepare` on the pool, with a store of its own: for a
+    large catalog this takes minutes (stage ``"catalog"``), and the query lane's searches must
+    not queue behind it. Cancellable between batches, keeping the batches done; for a category
+    read before it yields nothing.
+    """
+    from visuallens_app.lens.pipeline import Recommender
+    from visuallens_app.lens.service import prepare
+
+    with open_store(library_dir) as store:
+        yield from prepare(Recommender(store, encoder), catalog, category, cancel)
+
+
 def recommend(  # noqa: PLR0917
     queries: QueryCache,
     library_dir: Path,
@@ -518,18 +535,15 @@ def recommend(  # noqa: PLR0917
     k: int,
     retrieval_size: int,
     cancel: CancelToken,
-) -> Generator[Progress, None, RecommendationView]:
+) -> RecommendationView:
     """Rank the catalog's items of ``category`` for this library, with evidence and the grid.
 
-    A long job: the category's descriptions the library has not embedded yet are read first
-    (:func:`~visuallens_app.lens.service.prepare`, stage ``"catalog"``: minutes for a large
-    catalog, nothing for one read before), cancellable between batches, keeping those done.
+    On the query lane, after :func:`read_catalog` has embedded the category's descriptions.
     """
-    from visuallens_app.lens.service import LensOptions, prepare
+    from visuallens_app.lens.service import LensOptions
     from visuallens_app.lens.service import recommend as lens_recommend
 
     state = queries.state(library_dir, encoder)
-    yield from prepare(state.recommender, catalog, category, cancel)
     report = lens_recommend(
         state.recommender, catalog, category, LensOptions(k=k, w=retrieval_size), cancel
     )

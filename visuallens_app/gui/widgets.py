@@ -208,7 +208,7 @@ class IndexingBar(JobBar):
 
     def show_model_loading(self) -> None:
         """The step before indexing: the model loads (seconds, no count to show)."""
-        self.title.setText("Indexing")
+        self.title.setText(self._title)
         self.pause_button.hide()  # nothing runs yet that could be paused or cancelled
         self.cancel_button.hide()
         self.bar.setRange(0, 0)

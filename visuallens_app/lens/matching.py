@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from visuallens_app.jobs import CancelToken, Job, ProgressMeter, run_to_end
+from visuallens_app.jobs import CATALOG_STAGE, CancelToken, Job, ProgressMeter, run_to_end
 from visuallens_app.lens.catalog import CatalogItem
 from visuallens_app.lens.history import (
     ITEM_VECTORS,
@@ -165,8 +165,6 @@ def embed_items(
 #: Item descriptions embedded per batch: a progress step (and a cancel check) every second or
 #: two on a laptop CPU, and what a cancel keeps is saved batch by batch.
 ITEM_BATCH = 64
-#: Progress stage of embedding catalog items the library has not seen before.
-EMBED_STAGE = "catalog"
 
 
 def embed_items_job(
@@ -177,7 +175,7 @@ def embed_items_job(
     hashes: Sequence[str] | None = None,
     cancel: CancelToken | None = None,
 ) -> Job[ItemVectors]:
-    """:func:`embed_items` as a long job: yields Progress (stage :data:`EMBED_STAGE`, unit
+    """:func:`embed_items` as a long job: yields Progress (stage :data:`CATALOG_STAGE`, unit
     "descriptions") while items the store has no vectors for are embedded, which for a large
     catalog's first question is minutes; cached items cost no step.
 
@@ -203,7 +201,7 @@ def embed_items_job(
     texts = {i: item_text(items[i]) for i in todo}
     todo.sort(key=lambda i: len(texts[i]))  # a batch is padded to its longest text
     with_images = [i for i in todo if items[i].images]
-    meter = ProgressMeter(len(todo), stage=EMBED_STAGE, unit="descriptions")
+    meter = ProgressMeter(len(todo), stage=CATALOG_STAGE, unit="descriptions")
     yield meter.progress(f"{len(todo):,} new to this library")
     for start in range(0, len(todo), ITEM_BATCH):
         if cancel is not None:
@@ -217,7 +215,7 @@ def embed_items_job(
         yield meter.progress()
     if with_images:
         counts: dict[int, int] = {}
-        meter = ProgressMeter(len(with_images), stage=EMBED_STAGE, unit="items with images")
+        meter = ProgressMeter(len(with_images), stage=CATALOG_STAGE, unit="items with images")
         for n, i in enumerate(with_images, start=1):
             if cancel is not None:
                 cancel.check()

@@ -292,9 +292,9 @@ def candidates_for(catalog: Catalog, category: str) -> list[CatalogItem]:
     raise CatalogError(f"The catalog has no category {category!r}.{hint}")
 
 
-def _check_history(history: History) -> None:
-    if len(history) < MIN_HISTORY:
-        n = len(history)
+def _check_history(n: int) -> None:
+    """Refuse a history of ``n`` photos when it is too small to profile."""
+    if n < MIN_HISTORY:
         have = "no photos" if n == 0 else f"only {n} photo{'s' if n != 1 else ''}"
         raise NotEnoughHistoryError(
             f"The library has {have} indexed with this encoder; index a folder with at least "
@@ -315,7 +315,7 @@ def _score(
     cancel: CancelToken | None = None,
 ) -> _Scored:
     history = lib.history
-    _check_history(history)
+    _check_history(len(history))
     if not candidates:
         raise CatalogError(f"There are no candidates to rank for {category!r}.")
     notes: list[str] = []
@@ -730,6 +730,20 @@ class Recommender:
     def history(self) -> History:
         return self.library().history
 
+    def check_history(self) -> None:
+        """Refuse (:class:`NotEnoughHistoryError`) a library with too few photos to profile,
+        before anything slow is done for a question it cannot answer.
+
+        Before the history is loaded this is one count in the store (a catalog read on its own
+        thread need not load every vector for it); :meth:`recommend` checks the history itself.
+        """
+        if self._library is not None and self._fingerprint == self.store.fingerprint(
+            self.encoder.id
+        ):
+            _check_history(len(self._library.history))
+        else:
+            _check_history(self.store.encoders().get(self.encoder.id, 0))
+
     def item_vectors(self, items: Sequence[CatalogItem]) -> ItemVectors:
         return run_to_end(self.item_vectors_job(items))
 
@@ -767,7 +781,7 @@ class Recommender:
         """
         config = config or LensConfig()
         lib = self.library()
-        _check_history(lib.history)
+        _check_history(len(lib.history))
         candidates = candidates_for(catalog, category)
         items = self.item_vectors(candidates)
         with _single_blas_thread():

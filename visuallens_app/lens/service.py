@@ -237,9 +237,11 @@ def prepare(
     100,000); this yields Progress meanwhile (stage ``"catalog"``) and stops at ``cancel``
     between batches, keeping what was embedded. Front-ends run it before :func:`recommend`,
     which then finds every vector in memory; for a catalog the library knows already it yields
-    nothing.
+    nothing. A library too small to answer is refused first, not after the read.
     """
-    yield from recommender.item_vectors_job(candidates_for(catalog, category), cancel)
+    candidates = candidates_for(catalog, category)
+    recommender.check_history()
+    yield from recommender.item_vectors_job(candidates, cancel)
 
 
 def recommend(

@@ -453,6 +453,12 @@ class ClipEncoder:
                     self._text_side = open_text_side(directory)
             return self._text_side
 
+    def _drop_text_side(self, directory: Path) -> None:
+        """Forget a cached text side that failed to load or run, and delete it."""
+        with self._lock:
+            self._text_side = None
+        shutil.rmtree(directory, ignore_errors=True)
+
     def _on_cpu(self) -> bool:
         """Whether this encoder runs on the CPU, asked without importing torch.
 
@@ -470,8 +476,8 @@ class ClipEncoder:
     def _keep_text_side(self) -> None:
         """After open_clip loaded the text tower: keep it for the next process (best effort)."""
         directory = self._text_side_dir()
-        if directory is None:
-            return
+        if directory is None or not self._on_cpu():
+            return  # the cached side runs on the CPU only: no copy of a GPU tower to the host
         from visuallens_app.models.clip_text import open_text_side, save_text_side
 
         if directory.is_dir():
@@ -679,10 +685,13 @@ class ClipEncoder:
         """
         side = self._cached_text_side() if texts else None
         if side is not None:
-            with self._lock:
-                side.load()
-            parts = [side.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)]
-            return l2_normalise(np.concatenate(parts))
+            try:
+                with self._lock:
+                    side.load()
+                parts = [side.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+                return l2_normalise(np.concatenate(parts))
+            except Exception:
+                self._drop_text_side(side.directory)  # open_clip answers, and writes it anew
         if texts:
             self._ready("text")
 

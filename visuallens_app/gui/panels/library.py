@@ -246,24 +246,27 @@ class LibraryPanel(Panel):
         self._filters_changed()
 
     def _fill_folders(self, folders: list[Path]) -> None:
-        current = self.folder_filter.currentData()
-        self.folder_filter.blockSignals(True)
-        self.folder_filter.clear()
-        self.folder_filter.addItem("All folders", "")
         summary = self.session.summary
         inside = summary.folders if summary is not None else []
+        entries = [("All folders", "")]
         for folder in folders:
             # The photo folder, then every folder inside it that holds photos, indented.
             nested = [f for f in inside if f != folder and f.is_relative_to(folder)]
             for shown in [folder, *nested]:
                 depth = len(shown.relative_to(folder).parts)
-                label = shown.name or str(shown)
-                self.folder_filter.addItem("    " * depth + label, str(shown))
-                self.folder_filter.setItemData(
-                    self.folder_filter.count() - 1, str(shown), Qt.ItemDataRole.ToolTipRole
-                )
-        self.folder_filter.setCurrentIndex(max(0, self.folder_filter.findData(current or "")))
-        self.folder_filter.blockSignals(False)
+                entries.append(("    " * depth + (shown.name or str(shown)), str(shown)))
+        combo = self.folder_filter
+        if [(combo.itemText(i), combo.itemData(i)) for i in range(combo.count())] == entries:
+            return  # every summary refresh calls this: an open list is left alone
+        current = combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        for label, data in entries:
+            combo.addItem(label, data)
+            if data:
+                combo.setItemData(combo.count() - 1, data, Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(max(0, combo.findData(current or "")))
+        combo.blockSignals(False)
 
     def _filters_changed(self, *_args: object) -> None:
         self.show_all()

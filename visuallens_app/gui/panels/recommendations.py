@@ -34,12 +34,9 @@ from visuallens_app.gui.session import QUERY_LANE
 from visuallens_app.gui.tasks import CatalogInfo, RecommendationCard, RecommendationView
 from visuallens_app.gui.widgets import JobBar
 from visuallens_app.gui.workers import Job
-from visuallens_app.jobs import Progress
+from visuallens_app.jobs import CATALOG_STAGE, Progress
 
 EVIDENCE_SIDE = 72
-#: Progress stage of reading a catalog's new descriptions (lens.matching.EMBED_STAGE; not
-#: imported, so that the window opens before the lens's modules load).
-CATALOG_STAGE = "catalog"
 
 
 def chips(words: list[tuple[str, float]], limit: int = 8) -> str:
@@ -213,7 +210,7 @@ class RecommendationsPanel(Panel):
         self.status.setObjectName("RecommendationStatus")
         self.status.setWordWrap(True)
         # A large catalog's first question reads its descriptions (minutes for 100,000): the
-        # indexing bar's count, rate and cancel. No pause: the run holds the query lane.
+        # indexing bar's count, rate and cancel (a cancel keeps what was read; no pause).
         self.catalog_bar = JobBar(
             title="Reading the catalog (once):",
             stage=CATALOG_STAGE,
@@ -382,17 +379,41 @@ class RecommendationsPanel(Panel):
         self.status.setText(f"Looking through your photos for {category}…")
         self._read = None
         self.catalog_bar.hide()
-        job = self.session.runner.start(
+        catalog = info.catalog
+
+        def rank() -> None:
+            # The descriptions are in the library now: the ranking itself, on the query lane.
+            self.catalog_bar.hide()
+            self._watch(
+                self.session.runner.start(
+                    "recommend",
+                    lambda ctx: tasks.recommend(
+                        queries, directory, encoder, category, catalog, k, w, ctx.cancel
+                    ),
+                    lane=QUERY_LANE,
+                ),
+                category,
+            )
+
+        # First the category's descriptions the library has not read (minutes for a large
+        # catalog's first question), on the pool, so that searches are not held up meanwhile.
+        read = self.session.runner.start(
             "recommend",
-            lambda ctx: tasks.recommend(
-                queries, directory, encoder, category, info.catalog, k, w, ctx.cancel
-            ),
-            lane=QUERY_LANE,
+            lambda ctx: tasks.read_catalog(directory, encoder, catalog, category, ctx.cancel),
         )
+        # Connected before _watch's own end handler, which forgets the run that ended.
+        read.finished.connect(
+            lambda j=read: rank() if j is self._job and j.outcome == "succeeded" else None
+        )
+        self._watch(read, category)
+
+    def _watch(self, job: Job, category: str) -> None:
+        """Follow ``job`` (reading or ranking ``category``) as the panel's current run."""
         self._job = job
         job.progress_changed.connect(lambda p, j=job, c=category: self._progress(j, c, p))
-        job.succeeded.connect(self._show)
-        job.succeeded.connect(self._maybe_rerank)
+        if job.lane == QUERY_LANE:
+            job.succeeded.connect(self._show)
+            job.succeeded.connect(self._maybe_rerank)
         job.failed.connect(self._failed)
         job.cancelled.connect(lambda j=job, c=category: self._cancelled(j, c))
         job.finished.connect(lambda j=job: self._run_finished(j))
