@@ -661,3 +661,20 @@ def test_a_replaced_checkpoint_or_a_damaged_image_cache_never_gives_vectors(
         rewritten = _cold_index(checkpoint, photo_dir, tmp_path / name.replace(" ", "-"))
         assert rewritten["imported"] == [], name
         assert _min_cosine(rewritten["vectors"], expected) >= 0.999, name
+
+
+def test_an_image_tower_the_plain_forward_does_not_cover_is_not_cached(
+    tmp_path: Path, library_dir: Path, photo_dir: Path
+) -> None:
+    # LayerScale in the vision blocks: the plain forward has no such step, so open_clip keeps it.
+    vision = {**TINY_CLIP["vision_cfg"], "ls_init_value": 0.5}  # type: ignore[dict-item]
+    cfg = {**TINY_CLIP, "vision_cfg": vision}
+    reference = _tiny_checkpoint(tmp_path, ".safetensors", seed=5, cfg=cfg)
+    checkpoint = tmp_path / "tiny.safetensors"
+    files = sorted(photo_dir.glob("*.jpg"))
+    vectors = _images_through_open_clip(checkpoint, photo_dir, cfg)
+    expected = reference.encode_images([Image.open(f) for f in files])
+    assert _min_cosine(vectors, expected) >= 0.999
+    assert not _image_cache(library_dir).exists() or not list(_image_cache(library_dir).iterdir())
+    with pytest.raises(ModelUnavailableError):  # still needs open_clip's architecture
+        _cold_images_in_process(checkpoint, photo_dir)
