@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -492,3 +492,189 @@ def test_an_encoder_answering_from_the_text_cache_still_encodes_images(
             lazy.encode_images(images), reference.encode_images(images), atol=1e-6
         )
         assert lazy.loaded_towers == {"text", "image"}
+
+
+# -- indexing new photos without open_clip (clip_image.py) ---------------------------------------
+
+# Indexes a folder with a CLIP checkpoint in a fresh interpreter, then encodes its photos; prints
+# the vectors and which of open_clip's imports that process ended up with.
+_COLD_INDEX = """
+import json, sys
+from pathlib import Path
+from PIL import Image
+from visuallens_app.jobs import run_to_end
+from visuallens_app.library.indexer import index_folders
+from visuallens_app.library.store import PhotoStore
+from visuallens_app.models.clip import ClipEncoder
+encoder = ClipEncoder.from_checkpoint(sys.argv[1], arch="tiny-test", device="cpu")
+photos = Path(sys.argv[2])
+with PhotoStore(Path(sys.argv[3])) as store:
+    report = run_to_end(index_folders(store, encoder, [photos]))
+files = sorted(photos.glob("*.jpg"))
+vectors = encoder.encode_images([Image.open(f) for f in files])
+heavy = ("open_clip", "timm", "torchvision", "transformers")
+print(json.dumps({"indexed": report.indexed, "vectors": vectors.tolist(), "dim": encoder.dim,
+                  "loaded": sorted(encoder.loaded_towers),
+                  "imported": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def _cold_index(checkpoint: Path, photos: Path, library: Path) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, "-c", _COLD_INDEX, str(checkpoint), str(photos), str(library)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def _photo_vectors(library: Path, encoder_id: str) -> dict[str, np.ndarray]:
+    """File name -> the vector the library stored for it."""
+    from visuallens_app.library.store import PhotoStore
+
+    with PhotoStore(library) as store:
+        ids, vectors = store.vectors(encoder_id)
+        records = store.photos_by_id([int(i) for i in ids])
+    return {Path(records[int(i)].path).name: v for i, v in zip(ids, vectors, strict=True)}
+
+
+def _min_cosine(a: object, b: object) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(cos.min())
+
+
+def _images_through_open_clip(checkpoint: Path, photos: Path, cfg: dict[str, object]) -> object:
+    """The folder's photos encoded in this process by open_clip's image tower."""
+    with _tiny_arch(cfg):
+        encoder = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+        vectors = encoder.encode_images([Image.open(f) for f in sorted(photos.glob("*.jpg"))])
+        assert encoder._model is not None  # open_clip's path, not the cache
+    return vectors
+
+
+def _image_cache(library_dir: Path) -> Path:
+    return library_dir.parent / "cache" / "encoders" / "clip-image"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "quick_gelu"),
+    [(".safetensors", False), (".bin", False), (".safetensors", True)],
+    ids=["safetensors", "bin", "quick-gelu"],
+)
+def test_a_cold_clip_index_imports_neither_open_clip_nor_timm(
+    tmp_path: Path, library_dir: Path, photo_dir: Path, suffix: str, quick_gelu: bool
+) -> None:
+    from visuallens_app.jobs import run_to_end
+    from visuallens_app.library.indexer import index_folders
+    from visuallens_app.library.store import PhotoStore
+
+    cfg = {**TINY_CLIP, "quick_gelu": True} if quick_gelu else TINY_CLIP
+    reference = _tiny_checkpoint(tmp_path, suffix, seed=5, cfg=cfg)
+    checkpoint = tmp_path / f"tiny{suffix}"
+    files = sorted(photo_dir.glob("*.jpg"))
+    expected = reference.encode_images([Image.open(f) for f in files])
+
+    # open_clip indexes the folder once, and keeps the image side.
+    warm_library = tmp_path / "warm"
+    with _tiny_arch(cfg):
+        encoder = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+        with PhotoStore(warm_library) as store:
+            assert run_to_end(index_folders(store, encoder, [photo_dir])).indexed == 5
+        assert encoder._model is not None
+    (entry,) = _image_cache(library_dir).iterdir()
+    copied = list(entry.glob("*.safetensors"))
+    # A safetensors checkpoint is read in place; a pickled one gets its image weights copied.
+    assert bool(copied) == (suffix == ".bin")
+
+    # A fresh process, where "tiny-test" is no open_clip architecture: only the entry can answer.
+    cold_library = tmp_path / "cold"
+    cold = _cold_index(checkpoint, photo_dir, cold_library)
+    assert cold["imported"] == []
+    assert cold["indexed"] == 5
+    assert cold["dim"] == 32
+    assert cold["loaded"] == ["image"]
+    assert _min_cosine(cold["vectors"], expected) >= 0.999
+    warm = _photo_vectors(warm_library, encoder.id)
+    stored = _photo_vectors(cold_library, encoder.id)
+    assert sorted(stored) == sorted(warm) == [f.name for f in files]
+    assert _min_cosine([stored[n] for n in warm], list(warm.values())) >= 0.999
+
+
+def _cold_images_in_process(checkpoint: Path, photos: Path) -> object:
+    """An encoder of the unregistered "tiny-test" arch: only a cache entry can answer it."""
+    encoder = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test", device="cpu")
+    return encoder.encode_images([Image.open(f) for f in sorted(photos.glob("*.jpg"))])
+
+
+def test_a_replaced_checkpoint_or_a_damaged_image_cache_never_gives_vectors(
+    tmp_path: Path, library_dir: Path, photo_dir: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _tiny_checkpoint(tmp_path, ".bin", seed=5, cfg=TINY_CLIP)
+    checkpoint = tmp_path / "tiny.bin"
+    _images_through_open_clip(checkpoint, photo_dir, TINY_CLIP)
+    before = _cold_index(checkpoint, photo_dir, tmp_path / "before")
+    assert before["imported"] == []
+
+    # Other weights in the same file: the old entry does not answer for them.
+    replaced = _tiny_checkpoint(tmp_path, ".bin", seed=6, cfg=TINY_CLIP)
+    os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
+    expected = replaced.encode_images([Image.open(f) for f in sorted(photo_dir.glob("*.jpg"))])
+    assert _min_cosine(before["vectors"], expected) < 0.9
+    with pytest.raises(ModelUnavailableError):  # no entry: it needs open_clip (and the arch)
+        _cold_images_in_process(checkpoint, photo_dir)
+    answered = _images_through_open_clip(checkpoint, photo_dir, TINY_CLIP)
+    assert _min_cosine(answered, expected) >= 0.999
+    after = _cold_index(checkpoint, photo_dir, tmp_path / "after")
+    assert after["imported"] == []
+    assert _min_cosine(after["vectors"], expected) >= 0.999
+
+    entry = ClipEncoder.from_checkpoint(checkpoint, arch="tiny-test")._image_side_dir()
+    assert entry is not None
+    assert entry.parent == _image_cache(library_dir)
+    assert (entry / "image-tower.json").is_file()
+    weights = entry / "image-tower.safetensors"
+    good = weights.read_bytes()
+    wrong_shape = {
+        k: v[..., :-1].contiguous() if k == "visual.proj" else v
+        for k, v in load_file(weights).items()
+    }
+    damages: dict[str, Callable[[], object]] = {
+        "bad json": lambda: (entry / "image-tower.json").write_text("{not json", encoding="utf-8"),
+        "truncated weights": lambda: weights.write_bytes(good[: len(good) // 2]),
+        "wrong shapes": lambda: save_file(wrong_shape, str(weights)),
+    }
+    for name, damage in damages.items():
+        damage()
+        # Without open_clip's architecture nothing can answer: an error, never vectors.
+        with pytest.raises(ModelUnavailableError):
+            _cold_images_in_process(checkpoint, photo_dir)
+        # open_clip answers, and its load writes the entry anew for the next process.
+        answered = _images_through_open_clip(checkpoint, photo_dir, TINY_CLIP)
+        assert _min_cosine(answered, expected) >= 0.999, name
+        rewritten = _cold_index(checkpoint, photo_dir, tmp_path / name.replace(" ", "-"))
+        assert rewritten["imported"] == [], name
+        assert _min_cosine(rewritten["vectors"], expected) >= 0.999, name
+
+
+def test_an_image_tower_the_plain_forward_does_not_cover_is_not_cached(
+    tmp_path: Path, library_dir: Path, photo_dir: Path
+) -> None:
+    # LayerScale in the vision blocks: the plain forward has no such step, so open_clip keeps it.
+    vision = {**TINY_CLIP["vision_cfg"], "ls_init_value": 0.5}  # type: ignore[dict-item]
+    cfg = {**TINY_CLIP, "vision_cfg": vision}
+    reference = _tiny_checkpoint(tmp_path, ".safetensors", seed=5, cfg=cfg)
+    checkpoint = tmp_path / "tiny.safetensors"
+    files = sorted(photo_dir.glob("*.jpg"))
+    vectors = _images_through_open_clip(checkpoint, photo_dir, cfg)
+    expected = reference.encode_images([Image.open(f) for f in files])
+    assert _min_cosine(vectors, expected) >= 0.999
+    assert not _image_cache(library_dir).exists() or not list(_image_cache(library_dir).iterdir())
+    with pytest.raises(ModelUnavailableError):  # still needs open_clip's architecture
+        _cold_images_in_process(checkpoint, photo_dir)

@@ -349,6 +349,10 @@ class ClipEncoder:
         self._source: Path | None = None
         self._text_side: Any = None
         self._text_side_looked = False
+        # The cached image side (clip_image.py): an index of new photos that finds one imports
+        # neither open_clip nor timm nor torchvision.
+        self._image_side: Any = None
+        self._image_side_looked = False
 
     @classmethod
     def _deferred(
@@ -385,18 +389,14 @@ class ClipEncoder:
 
         cfg: Mapping[str, Any] = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = cfg.get("size", getattr(model.visual, "image_size", 224))
-        self._size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self._resample = _RESAMPLE.get(
-            str(cfg.get("interpolation", "bicubic")), Image.Resampling.BICUBIC
-        )
-        self._resize_mode = str(cfg.get("resize_mode", "shortest"))
-        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
-        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
-        # Fold ToTensor's /255 into the affine so normalising is one multiply-add on uint8 input.
-        std_arr = np.asarray(std, dtype=np.float32) * 255.0
-        self._scale = torch.from_numpy(1.0 / std_arr).view(1, 3, 1, 1)
-        self._shift = torch.from_numpy(-np.asarray(mean, dtype=np.float32) * 255.0 / std_arr).view(
-            1, 3, 1, 1
+        self._set_preprocess(
+            {
+                "size": int(size[0] if isinstance(size, (tuple, list)) else size),
+                "interpolation": str(cfg.get("interpolation", "bicubic")),
+                "resize_mode": str(cfg.get("resize_mode", "shortest")),
+                "mean": list(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+                "std": list(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+            }
         )
         if built.dim is not None:
             self._dim = built.dim
@@ -404,6 +404,21 @@ class ClipEncoder:
             with torch.inference_mode():
                 probe = self._tokenizer(["a"]).to(self._device)
                 self._dim = int(self._model.encode_text(probe).shape[-1])
+
+    def _set_preprocess(self, preprocess: Mapping[str, Any]) -> None:
+        """The eval transform :meth:`_pixels` applies: from open_clip's config, or from a cached
+        image side's JSON (the same numbers, read without open_clip)."""
+        import torch
+
+        self._preprocess = dict(preprocess)
+        self._size = int(preprocess["size"])
+        self._resample = _RESAMPLE.get(str(preprocess["interpolation"]), Image.Resampling.BICUBIC)
+        self._resize_mode = str(preprocess["resize_mode"])
+        # Fold ToTensor's /255 into the affine so normalising is one multiply-add on uint8 input.
+        std_arr = np.asarray(preprocess["std"], dtype=np.float32) * 255.0
+        mean_arr = np.asarray(preprocess["mean"], dtype=np.float32)
+        self._scale = torch.from_numpy(1.0 / std_arr).view(1, 3, 1, 1)
+        self._shift = torch.from_numpy(-mean_arr * 255.0 / std_arr).view(1, 3, 1, 1)
 
     def _ready(self, tower: str | None = None) -> Any:
         """The model, built if need be, with ``tower``'s ("text" / "image") weights loaded."""
@@ -426,6 +441,8 @@ class ClipEncoder:
                 self._towers.add(tower)
                 if tower == "text":
                     self._keep_text_side()
+                else:
+                    self._keep_image_side()
             return self._model
 
     def _text_side_dir(self) -> Path | None:
@@ -490,12 +507,76 @@ class ClipEncoder:
         except Exception:  # a cache: open_clip's own path has already worked
             return
 
+    def _image_side_dir(self) -> Path | None:
+        """Where this checkpoint's cached image side lives; None for in-memory models."""
+        if self._source is None:
+            return None
+        from visuallens_app import settings
+        from visuallens_app.models.clip_image import image_side_key
+
+        try:
+            key = image_side_key(self._id, self._source, _open_clip_version())
+        except OSError:
+            return None
+        return settings.cache_dir() / "encoders" / "clip-image" / key
+
+    def _cached_image_side(self) -> Any:
+        """The cached image side, while open_clip's image tower is not loaded, on the CPU; None
+        without an entry. Finding one sets the preprocessing from its JSON."""
+        with self._lock:
+            if self._image_side is None and not self._image_side_looked:
+                self._image_side_looked = True
+                directory = self._image_side_dir()
+                if (
+                    directory is not None
+                    and "image" not in self._towers
+                    and directory.is_dir()
+                    and self._on_cpu()
+                ):
+                    from visuallens_app.models.clip_image import open_image_side
+
+                    side = open_image_side(directory)
+                    if side is not None and self._model is None:
+                        try:
+                            self._set_preprocess(side.preprocess)
+                        except (KeyError, TypeError, ValueError):
+                            side = None
+                    self._image_side = side
+            return self._image_side
+
+    def _drop_image_side(self, directory: Path) -> None:
+        """Forget a cached image side that failed to load or run, and delete it."""
+        with self._lock:
+            self._image_side = None
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _keep_image_side(self) -> None:
+        """After open_clip loaded the image tower: keep it for the next process (best effort)."""
+        directory = self._image_side_dir()
+        if directory is None or not self._on_cpu() or self._device.type != "cpu":
+            return  # the cached side runs on the CPU only: no copy of a GPU tower to the host
+        from visuallens_app.models.clip_image import open_image_side, save_image_side
+
+        if directory.is_dir():
+            if open_image_side(directory) is not None:
+                return
+            shutil.rmtree(directory, ignore_errors=True)  # damaged: written anew
+        assert self._source is not None
+        try:
+            save_image_side(
+                self._model, directory, source=self._source, preprocess=self._preprocess
+            )
+        except Exception:  # a cache: open_clip's own path has already worked
+            return
+
     @property
     def loaded_towers(self) -> frozenset[str]:
         """The towers whose weights are in memory now, read from the parameters themselves."""
         towers: set[str] = set()
         if self._text_side is not None and self._text_side.loaded:
             towers.add("text")
+        if self._image_side is not None and self._image_side.loaded:
+            towers.add("image")
         if self._model is not None:
             towers |= {_tower_of(n) for n, p in self._model.named_parameters() if not p.is_meta}
         return frozenset(towers)
@@ -504,6 +585,14 @@ class ClipEncoder:
         """Load the towers a caller will need now rather than at its first encode (the GUI)."""
         if text:
             self._ready("text")
+        side = self._cached_image_side() if images else None
+        if side is not None:
+            try:
+                with self._lock:
+                    side.load()
+                return
+            except Exception:
+                self._drop_image_side(side.directory)
         if images:
             self._ready("image")
 
@@ -645,6 +734,8 @@ class ClipEncoder:
     @property
     def dim(self) -> int:
         side = self._cached_text_side()
+        if side is None:
+            side = self._cached_image_side()
         if side is not None:
             return int(side.dim)
         self._ready()
@@ -652,6 +743,8 @@ class ClipEncoder:
 
     @property
     def input_size(self) -> int:
+        if self._cached_image_side() is not None:
+            return self._size  # set from the cached image side's preprocessing
         self._ready()
         return self._size
 
@@ -662,11 +755,31 @@ class ClipEncoder:
 
     @property
     def device(self) -> str:
+        if self._model is None and self._cached_image_side() is not None:
+            return "cpu"
         self._ready()
         return str(self._device)
 
     def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        """(n, dim) unit vectors from the image tower, in batches of ``batch_size``."""
+        """(n, dim) unit vectors from the image tower, in batches of ``batch_size``.
+
+        From the cached image side when there is one (no open_clip import), else from open_clip.
+        """
+        side = self._cached_image_side() if images else None
+        if side is not None:
+            try:
+                with self._lock:
+                    configure_torch_threads()
+                    side.load()
+                vectors: NDArray[np.float32] = encode_in_batches(
+                    images,
+                    self._batch_size,
+                    int(side.dim),
+                    lambda chunk: side.encode(self._pixels(chunk)).float().numpy(),
+                )
+                return vectors
+            except Exception:
+                self._drop_image_side(side.directory)  # open_clip answers, and writes it anew
         if images:
             self._ready("image")
 
