@@ -19,14 +19,12 @@ caller's first encode, never at import.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from visuallens_app.models.tower_cache import entry_key, read_config, write_entry
 
 if TYPE_CHECKING:
     import torch
@@ -41,10 +39,7 @@ _PREFIX = "visual."
 
 def image_side_key(encoder_id: str, checkpoint: Path, open_clip_version: str) -> str:
     """The cache entry's name: the encoder, the checkpoint file as it is now, and open_clip."""
-    stat = checkpoint.stat()
-    parts = [FORMAT, encoder_id, str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns]
-    digest = hashlib.sha256(json.dumps([*parts, open_clip_version, "image"]).encode()).hexdigest()
-    return digest[:20]
+    return entry_key(FORMAT, encoder_id, open_clip_version, "image", checkpoint=checkpoint)
 
 
 # -- the image tower -----------------------------------------------------------------------------
@@ -241,32 +236,15 @@ def save_image_side(
     if got.shape != expected.shape or not _same_directions(got, expected):
         return False
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        if _holds(source, state):
-            config["weights"] = {"file": str(source.resolve())}
-        else:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / _WEIGHTS))
-            config["weights"] = {"file": _WEIGHTS}
-        config["tensors"] = shapes
-        config["preprocess"] = {
-            "size": int(preprocess["size"]),
-            "interpolation": str(preprocess["interpolation"]),
-            "resize_mode": str(preprocess["resize_mode"]),
-            "mean": [float(m) for m in preprocess["mean"]],
-            "std": [float(s) for s in preprocess["std"]],
-        }
-        (tmp / _CONFIG).write_text(json.dumps(config, indent=1), encoding="utf-8")
-        os.replace(tmp, directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return False
-    return True
+    config["tensors"] = shapes
+    config["preprocess"] = {
+        "size": int(preprocess["size"]),
+        "interpolation": str(preprocess["interpolation"]),
+        "resize_mode": str(preprocess["resize_mode"]),
+        "mean": [float(m) for m in preprocess["mean"]],
+        "std": [float(s) for s in preprocess["std"]],
+    }
+    return write_entry(directory, config, _CONFIG, _WEIGHTS, source=source, state=state)
 
 
 def _same_directions(got: Any, expected: Any) -> bool:
@@ -275,24 +253,6 @@ def _same_directions(got: Any, expected: Any) -> bool:
     norms = np.linalg.norm(got64, axis=1) * np.linalg.norm(expected64, axis=1)
     cosines = (got64 * expected64).sum(axis=1) / np.maximum(norms, 1e-30)
     return bool(cosines.min() >= 0.99999)
-
-
-def _holds(source: Path, state: dict[str, Any]) -> bool:
-    """Whether the safetensors file ``source`` has every tensor of ``state``, bit for bit."""
-    if source.suffix != ".safetensors":
-        return False
-    import torch
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(source), framework="pt") as handle:
-            names = set(handle.keys())
-            return all(
-                name in names and torch.equal(handle.get_tensor(name), tensor)
-                for name, tensor in state.items()
-            )
-    except (OSError, RuntimeError, ValueError):
-        return False
 
 
 class CachedImageSide:
@@ -342,11 +302,8 @@ class CachedImageSide:
 
 def open_image_side(directory: Path) -> CachedImageSide | None:
     """The cache entry in ``directory``, or None when there is none or it is unusable."""
-    try:
-        config = json.loads((directory / _CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    config = read_config(directory, _CONFIG, FORMAT)
+    if config is None:
         return None
     try:
         weights = Path(str(config["weights"]["file"]))

@@ -20,11 +20,8 @@ text towers (Hugging Face models, SigLIP's) keep loading through open_clip.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import html
 import itertools
-import json
-import os
 import shutil
 from collections.abc import Sequence
 from functools import lru_cache
@@ -33,6 +30,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from visuallens_app.models.tower_cache import entry_key, read_config, write_entry
 
 #: Bumped whenever the cached files or the module below change meaning.
 FORMAT = 1
@@ -51,10 +50,7 @@ _PROBE_TEXTS = (
 
 def text_side_key(encoder_id: str, checkpoint: Path, open_clip_version: str) -> str:
     """The cache entry's name: the encoder, the checkpoint file as it is now, and open_clip."""
-    stat = checkpoint.stat()
-    parts = [FORMAT, encoder_id, str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns]
-    digest = hashlib.sha256(json.dumps([*parts, open_clip_version]).encode()).hexdigest()
-    return digest[:20]
+    return entry_key(FORMAT, encoder_id, open_clip_version, checkpoint=checkpoint)
 
 
 # -- the tokenizer -------------------------------------------------------------------------------
@@ -382,25 +378,15 @@ def save_text_side(model: Any, tokenizer: Any, directory: Path, *, source: Path)
     if got.shape != expected.shape or not _same_features(got, expected):
         return False
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        if _holds(source, state):
-            config["weights"] = {"file": str(source.resolve())}
-        else:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / _WEIGHTS))
-            config["weights"] = {"file": _WEIGHTS}
-        shutil.copyfile(bpe, tmp / _VOCAB)
-        (tmp / _CONFIG).write_text(json.dumps(config, indent=1), encoding="utf-8")
-        os.replace(tmp, directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return False
-    return True
+    return write_entry(
+        directory,
+        config,
+        _CONFIG,
+        _WEIGHTS,
+        source=source,
+        state=state,
+        also=lambda folder: shutil.copyfile(bpe, folder / _VOCAB),  # the tokenizer's BPE
+    )
 
 
 def _same_features(got: NDArray[np.float32], expected: NDArray[np.float32]) -> bool:
@@ -416,24 +402,6 @@ def _bpe_of(tokenizer: Any) -> str:
     from open_clip.tokenizer import default_bpe
 
     return str(getattr(tokenizer, "bpe_path", None) or default_bpe())
-
-
-def _holds(source: Path, state: dict[str, Any]) -> bool:
-    """Whether the safetensors file ``source`` has every tensor of ``state``, bit for bit."""
-    if source.suffix != ".safetensors":
-        return False
-    import torch
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(source), framework="pt") as handle:
-            names = set(handle.keys())
-            return all(
-                name in names and torch.equal(handle.get_tensor(name), tensor)
-                for name, tensor in state.items()
-            )
-    except (OSError, RuntimeError, ValueError):
-        return False
 
 
 class CachedTextSide:
@@ -486,11 +454,8 @@ class CachedTextSide:
 
 def open_text_side(directory: Path) -> CachedTextSide | None:
     """The cache entry in ``directory``, or None when there is none or it is unusable."""
-    try:
-        config = json.loads((directory / _CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    config = read_config(directory, _CONFIG, FORMAT)
+    if config is None:
         return None
     weights = Path(str(config.get("weights", {}).get("file", "")))
     weights = weights if weights.is_absolute() else directory / weights
